@@ -1,0 +1,260 @@
+//! `sluice.toml`: the one config struct. Unknown keys are errors that name the key and
+//! the line (serde's `deny_unknown_fields` plus toml's positioned errors).
+
+use crate::pointer::{Pointer, PointerError};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7070";
+pub const PARTITIONS_DEFAULT: u16 = 4;
+pub const PARTITIONS_MAX: u16 = 256;
+pub const KEY_FIELDS_MAX: usize = 8;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub collections: Vec<CollectionConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP API listens on. Anything but loopback needs `--insecure-no-auth`
+    /// until access tokens exist.
+    pub listen: SocketAddr,
+    /// Directory of the embedded store. Relative paths are relative to the config file.
+    pub data_dir: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: LISTEN_DEFAULT.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070))),
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+/// Limits on what a client may send and ask for.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub event_bytes_max: usize,
+    pub request_bytes_max: usize,
+    pub request_events_max: usize,
+    /// Nesting depth of an event's JSON (objects and arrays).
+    pub event_depth_max: usize,
+    pub changes_limit_max: usize,
+    pub docs_limit_max: usize,
+    pub wait_ms_max: u64,
+    /// Rejected events kept per collection; older ones are dropped first.
+    pub rejected_kept_max: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            event_bytes_max: 1 << 20,
+            request_bytes_max: 64 << 20,
+            request_events_max: 200_000,
+            event_depth_max: 64,
+            changes_limit_max: 10_000,
+            docs_limit_max: 10_000,
+            wait_ms_max: 60_000,
+            rejected_kept_max: 100_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Writer partitions. Fixed when the data directory is created: per-key order
+    /// depends on it.
+    pub partitions: u16,
+    /// Events one writer applies and commits together.
+    pub batch_events_max: usize,
+    /// Submissions (requests' slices) waiting per partition before callers wait.
+    pub queue_submissions_max: usize,
+    /// How long a request waits for queue space before it is answered 503.
+    pub enqueue_timeout_ms: u64,
+    /// Decoded documents cached per partition.
+    pub doc_cache_entries_max: usize,
+    /// Block cache of the embedded store.
+    pub store_cache_bytes: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            partitions: PARTITIONS_DEFAULT,
+            batch_events_max: 4096,
+            queue_submissions_max: 1024,
+            enqueue_timeout_ms: 2_000,
+            doc_cache_entries_max: 250_000,
+            store_cache_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    /// Versions per JSON path: the result depends only on the set of events.
+    #[default]
+    Field,
+    /// One version per document: an event not newer than the document is stale.
+    Document,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionConfig {
+    pub name: String,
+    /// JSON pointers to the key fields; values must be strings or integers.
+    pub key: Vec<String>,
+    /// JSON pointer to the version (integer or RFC 3339 time). Without it, arrival order
+    /// is the version.
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub ordering: Ordering,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("collection {collection:?}: {source}")]
+    Pointer { collection: String, source: PointerError },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses and validates a config file's text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        let engine = &self.engine;
+        if engine.partitions == 0 || engine.partitions > PARTITIONS_MAX {
+            return invalid(format!("engine.partitions must be 1..={PARTITIONS_MAX}"));
+        }
+        if engine.batch_events_max == 0 || engine.queue_submissions_max == 0 {
+            return invalid("engine.batch_events_max and queue_submissions_max must be > 0".into());
+        }
+        let limits = &self.limits;
+        if limits.event_bytes_max == 0 || limits.request_bytes_max < limits.event_bytes_max {
+            return invalid("limits.request_bytes_max must be >= limits.event_bytes_max > 0".into());
+        }
+        let mut names = HashSet::new();
+        for collection in &self.collections {
+            collection.validate()?;
+            if !names.insert(collection.name.as_str()) {
+                return invalid(format!("collection {:?} is defined twice", collection.name));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn collection(&self, name: &str) -> Option<&CollectionConfig> {
+        self.collections.iter().find(|collection| collection.name == name)
+    }
+}
+
+impl CollectionConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let valid_name = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid_name {
+            return Err(ConfigError::Invalid(format!(
+                "collection name {:?} must be 1 to 64 characters of a-z, A-Z, 0-9, '_' or '-'",
+                self.name
+            )));
+        }
+        if self.key.is_empty() || self.key.len() > KEY_FIELDS_MAX {
+            return Err(ConfigError::Invalid(format!(
+                "collection {:?}: key needs 1 to {KEY_FIELDS_MAX} JSON pointers",
+                self.name
+            )));
+        }
+        for text in self.key.iter().chain(self.version.iter()) {
+            let pointer = Pointer::parse(text).map_err(|source| ConfigError::Pointer {
+                collection: self.name.clone(),
+                source,
+            })?;
+            if pointer.tokens().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "collection {:?}: the root pointer \"\" cannot be a key or version",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_issue_example() {
+        let config = Config::from_toml(
+            r#"
+[server]
+listen = "127.0.0.1:7070"
+data_dir = "data"
+[[collections]]
+name = "doctor"
+key = ["/doctor_id"]
+version = "/updated_at"
+ordering = "field"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.collections[0].ordering, Ordering::Field);
+        assert_eq!(config.engine.partitions, PARTITIONS_DEFAULT);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let error = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("lisen"), "{error}");
+        assert!(error.contains("line 3"), "{error}");
+    }
+
+    #[test]
+    fn rejects_bad_collections() {
+        let check = |text: &str, needle: &str| {
+            let error = Config::from_toml(text).unwrap_err().to_string();
+            assert!(error.contains(needle), "{error:?} should contain {needle:?}");
+        };
+        check("[[collections]]\nname = \"a b\"\nkey = [\"/id\"]\n", "must be 1 to 64");
+        check("[[collections]]\nname = \"a\"\nkey = []\n", "key needs");
+        check("[[collections]]\nname = \"a\"\nkey = [\"id\"]\n", "starts with '/'");
+        check(
+            "[[collections]]\nname = \"a\"\nkey = [\"/id\"]\n[[collections]]\nname = \"a\"\nkey = [\"/id\"]\n",
+            "defined twice",
+        );
+        check("[[collections]]\nname = \"a\"\nkey = [\"/id\"]\nordering = \"time\"\n", "unknown variant");
+        check("[engine]\npartitions = 0\n", "partitions");
+    }
+}

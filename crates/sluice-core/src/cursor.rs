@@ -1,0 +1,80 @@
+//! Change-log cursors: one offset per partition, the next record to read in each.
+//! Clients treat the token as opaque; it is `o0.o1.….oN` in base 10.
+
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    offsets: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CursorError {
+    #[error("invalid cursor {0:?}: use a cursor returned by this server")]
+    Malformed(String),
+    #[error("cursor has {got} partitions, this server has {expected}")]
+    Partitions { expected: usize, got: usize },
+}
+
+impl Cursor {
+    pub fn start(partitions: usize) -> Self {
+        Self { offsets: vec![0; partitions] }
+    }
+
+    pub fn from_offsets(offsets: Vec<u64>) -> Self {
+        Self { offsets }
+    }
+
+    pub fn parse(token: &str, partitions: usize) -> Result<Self, CursorError> {
+        let malformed = || CursorError::Malformed(token.chars().take(64).collect());
+        let offsets = token
+            .split('.')
+            .map(|part| if part.len() > 20 { Err(()) } else { part.parse::<u64>().map_err(|_| ()) })
+            .collect::<Result<Vec<u64>, ()>>()
+            .map_err(|()| malformed())?;
+        if offsets.len() != partitions {
+            return Err(CursorError::Partitions { expected: partitions, got: offsets.len() });
+        }
+        Ok(Self { offsets })
+    }
+
+    pub fn offsets(&self) -> &[u64] {
+        &self.offsets
+    }
+
+    pub fn offset(&self, partition: usize) -> u64 {
+        self.offsets.get(partition).copied().unwrap_or(0)
+    }
+
+    pub fn set(&mut self, partition: usize, offset: u64) {
+        if let Some(slot) = self.offsets.get_mut(partition) {
+            *slot = offset;
+        }
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, offset) in self.offsets.iter().enumerate() {
+            if index > 0 {
+                formatter.write_str(".")?;
+            }
+            write!(formatter, "{offset}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_validates() {
+        let cursor = Cursor::from_offsets(vec![0, 12, 3]);
+        assert_eq!(Cursor::parse(&cursor.to_string(), 3).unwrap(), cursor);
+        assert_eq!(Cursor::parse("1.2", 3), Err(CursorError::Partitions { expected: 3, got: 2 }));
+        assert!(matches!(Cursor::parse("1.x.3", 3), Err(CursorError::Malformed(_))));
+        assert!(matches!(Cursor::parse("", 1), Err(CursorError::Malformed(_))));
+    }
+}

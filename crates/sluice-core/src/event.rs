@@ -1,0 +1,201 @@
+//! Turning raw input into a validated [`Event`]: a partial document with its key and
+//! version. Every failure is an [`EventError`] whose message says what to fix.
+
+use crate::config::{CollectionConfig, Ordering};
+use crate::key::{Key, KeyError, KeyPart};
+use crate::pointer::Pointer;
+use crate::version::{Version, VersionError};
+use serde_json::{Map, Value};
+
+/// A collection's compiled rules: its key and version pointers and ordering mode.
+#[derive(Clone, Debug)]
+pub struct CollectionSpec {
+    pub name: String,
+    pub key: Vec<Pointer>,
+    pub version: Option<Pointer>,
+    pub ordering: Ordering,
+}
+
+impl CollectionSpec {
+    /// Compiles a validated config entry. Pointers were checked by `Config::validate`.
+    pub fn from_config(config: &CollectionConfig) -> Result<Self, crate::pointer::PointerError> {
+        Ok(Self {
+            name: config.name.clone(),
+            key: config.key.iter().map(|text| Pointer::parse(text)).collect::<Result<_, _>>()?,
+            version: config.version.as_deref().map(Pointer::parse).transpose()?,
+            ordering: config.ordering,
+        })
+    }
+
+    /// The key of a stored document, read back from its own key fields.
+    pub fn key_of(&self, doc: &Value) -> Result<Key, KeyError> {
+        let mut parts = Vec::with_capacity(self.key.len());
+        for pointer in &self.key {
+            let value = pointer
+                .get(doc)
+                .ok_or_else(|| KeyError::Missing { pointer: pointer.to_string() })?;
+            parts.push(KeyPart::from_json(value, pointer.as_str())?);
+        }
+        Ok(Key::new(parts))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub event_bytes_max: usize,
+    pub event_depth_max: usize,
+}
+
+/// A validated partial document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub key: Key,
+    /// `None` when the collection has no version field: arrival order decides.
+    pub version: Option<Version>,
+    pub patch: Map<String, Value>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum EventError {
+    #[error("event is {bytes} bytes, over the limit of {max} bytes")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("malformed JSON at line {line}, column {column}: {message}")]
+    Json { line: usize, column: usize, message: String },
+    #[error("an event must be a JSON object, got {found}")]
+    NotObject { found: &'static str },
+    #[error("event nests deeper than {max} levels")]
+    TooDeep { max: usize },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Version(#[from] VersionError),
+}
+
+impl EventError {
+    pub fn from_json(error: &serde_json::Error) -> Self {
+        let message = error.to_string();
+        // serde_json appends " at line L column C"; the fields carry that already.
+        let message = match message.rfind(" at line ") {
+            Some(position) => message[..position].to_owned(),
+            None => message,
+        };
+        EventError::Json { line: error.line(), column: error.column(), message }
+    }
+}
+
+/// Parses one event's bytes.
+pub fn parse(spec: &CollectionSpec, raw: &[u8], limits: Limits) -> Result<Event, EventError> {
+    if raw.len() > limits.event_bytes_max {
+        return Err(EventError::TooLarge { bytes: raw.len(), max: limits.event_bytes_max });
+    }
+    let value: Value = serde_json::from_slice(raw).map_err(|error| EventError::from_json(&error))?;
+    from_value(spec, value, limits)
+}
+
+/// Validates an already parsed event.
+pub fn from_value(spec: &CollectionSpec, value: Value, limits: Limits) -> Result<Event, EventError> {
+    let Value::Object(patch) = value else {
+        return Err(EventError::NotObject { found: kind_name(&value) });
+    };
+    check_depth(&patch, limits.event_depth_max)?;
+    let document = Value::Object(patch);
+    let key = spec.key_of(&document)?;
+    let version = match &spec.version {
+        None => None,
+        Some(pointer) => {
+            let value = pointer
+                .get(&document)
+                .ok_or_else(|| VersionError::Missing { pointer: pointer.to_string() })?;
+            Some(Version::from_json(value, pointer.as_str())?)
+        }
+    };
+    let Value::Object(patch) = document else {
+        unreachable!("document was built from an object just above");
+    };
+    Ok(Event { key, version, patch })
+}
+
+pub fn kind_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Iterative, so that the check itself cannot overflow the stack.
+fn check_depth(root: &Map<String, Value>, depth_max: usize) -> Result<(), EventError> {
+    let mut stack: Vec<(&Value, usize)> = root.values().map(|value| (value, 2)).collect();
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Object(members) => Box::new(members.values()),
+            Value::Array(items) => Box::new(items.iter()),
+            _ => continue,
+        };
+        if depth > depth_max {
+            return Err(EventError::TooDeep { max: depth_max });
+        }
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const LIMITS: Limits = Limits { event_bytes_max: 1 << 20, event_depth_max: 8 };
+
+    fn spec(version: Option<&str>) -> CollectionSpec {
+        CollectionSpec {
+            name: "doctor".into(),
+            key: vec![Pointer::parse("/doctor_id").unwrap()],
+            version: version.map(|text| Pointer::parse(text).unwrap()),
+            ordering: Ordering::Field,
+        }
+    }
+
+    fn check(raw: &str, expected: Result<(), &str>) {
+        let result = parse(&spec(Some("/v")), raw.as_bytes(), LIMITS);
+        match (result, expected) {
+            (Ok(_), Ok(())) => {}
+            (Err(error), Err(needle)) => {
+                assert!(error.to_string().contains(needle), "{raw}: {error} lacks {needle:?}")
+            }
+            (result, expected) => panic!("{raw}: got {result:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn validates_events() {
+        check(r#"{"doctor_id": 17, "v": 1, "name": "Ana"}"#, Ok(()));
+        check(r#"{"doctor_id": "x", "v": "2026-01-01T00:00:00Z"}"#, Ok(()));
+        check(r#"{"doctor_id": 17, "v": 1"#, Err("malformed JSON at line 1, column 24"));
+        check("[1]", Err("must be a JSON object, got an array"));
+        check(r#"{"v": 1}"#, Err("key field /doctor_id is missing"));
+        check(r#"{"doctor_id": [1], "v": 1}"#, Err("must be a string or an integer, got an array"));
+        check(r#"{"doctor_id": null, "v": 1}"#, Err("got null"));
+        check(r#"{"doctor_id": 1}"#, Err("version at /v is missing"));
+        check(r#"{"doctor_id": 1, "v": 1.5}"#, Err("must be an integer or an RFC 3339 time"));
+        check(r#"{"doctor_id": 1, "v": 1, "a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": 1}}}}}}}}"#, Err("deeper than 8"));
+    }
+
+    #[test]
+    fn size_limit_is_checked_before_parsing() {
+        let limits = Limits { event_bytes_max: 10, ..LIMITS };
+        let error = parse(&spec(None), br#"{"doctor_id": 1, "x": 2}"#, limits).unwrap_err();
+        assert_eq!(error, EventError::TooLarge { bytes: 24, max: 10 });
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let raw = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert!(matches!(parse(&spec(None), raw.as_bytes(), LIMITS), Err(EventError::Json { .. })));
+        let event = from_value(&spec(None), json!({"doctor_id": 3}), LIMITS).unwrap();
+        assert_eq!(event.version, None);
+    }
+}

@@ -1,0 +1,146 @@
+//! Field ordering: a last-writer-wins map CRDT over JSON paths.
+//!
+//! Every event is a merge patch stamped with `(version, tie)`, where `tie` is a hash of the
+//! event's content, so stamps are totally ordered and a function of the event alone. The
+//! state keeps, per path, the newest non-object write (`reset`: a value, or a removal) and
+//! the newest object write (`obj`). A path shows an object when its newest object write is
+//! newer than its newest reset, and the reset's value otherwise. A reset at stamp `s` wipes
+//! every write below it that is older than `s`; those writes are pruned, because a later
+//! event can never make them visible again.
+//!
+//! The visible document therefore equals RFC 7386 applied to the events in stamp order,
+//! whatever the order in which they arrive, and applying an event twice changes nothing.
+
+use crate::version::Version;
+use serde_json::{Map, Value};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub version: Version,
+    pub tie: u64,
+}
+
+impl Ord for Stamp {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.version.total_cmp(other.version).then(self.tie.cmp(&other.tie))
+    }
+}
+
+impl PartialOrd for Stamp {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Stamp {
+    /// Deletes win over every write of the same version ("removes every path written at
+    /// or before v"); event ties never reach `u64::MAX`.
+    pub const DELETE_TIE: u64 = u64::MAX;
+
+    pub fn event_tie(hash: u64) -> u64 {
+        hash.min(Self::DELETE_TIE - 1)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Node {
+    /// Newest non-object write at this path.
+    pub reset: Option<Stamp>,
+    /// The value written at `reset`; `None` when it was a removal (`null`).
+    pub value: Option<Value>,
+    /// Newest object write at this path. Children never carry a newer stamp.
+    pub obj: Option<Stamp>,
+    pub children: BTreeMap<String, Node>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.reset.is_none() && self.obj.is_none() && self.children.is_empty()
+    }
+
+    /// Newest stamp at this node (children are never newer than `obj`).
+    pub fn newest(&self) -> Option<Stamp> {
+        self.reset.max(self.obj)
+    }
+
+    /// Applies `patch` at `stamp`; returns whether any register changed.
+    pub fn apply(&mut self, patch: &Value, stamp: Stamp) -> bool {
+        if self.reset.is_some_and(|reset| reset >= stamp) {
+            return false;
+        }
+        match patch {
+            Value::Object(members) => self.apply_members(members, stamp),
+            other => {
+                self.reset = Some(stamp);
+                self.value = (!other.is_null()).then(|| other.clone());
+                self.prune_below(stamp);
+                true
+            }
+        }
+    }
+
+    /// The object-patch case: marks this path an object at `stamp` and patches children.
+    pub fn apply_members(&mut self, members: &Map<String, Value>, stamp: Stamp) -> bool {
+        if self.reset.is_some_and(|reset| reset >= stamp) {
+            return false;
+        }
+        let mut touched = false;
+        if self.obj.is_none_or(|obj| obj < stamp) {
+            self.obj = Some(stamp);
+            touched = true;
+        }
+        for (name, member) in members {
+            let child = self.children.entry(name.clone()).or_default();
+            touched |= child.apply(member, stamp);
+            if child.is_empty() {
+                self.children.remove(name);
+            }
+        }
+        touched
+    }
+
+    /// Forgets every write older than `stamp` at and below this node, except this node's
+    /// own reset (which is `stamp` itself).
+    fn prune_below(&mut self, stamp: Stamp) {
+        if self.obj.is_some_and(|obj| obj < stamp) {
+            self.obj = None;
+        }
+        self.children.retain(|_, child| {
+            child.prune_all_below(stamp);
+            !child.is_empty()
+        });
+    }
+
+    fn prune_all_below(&mut self, stamp: Stamp) {
+        if self.reset.is_some_and(|reset| reset < stamp) {
+            self.reset = None;
+            self.value = None;
+        }
+        self.prune_below(stamp);
+    }
+
+    /// The visible value at this path, if any.
+    pub fn visible(&self) -> Option<Value> {
+        if self.shows_object() {
+            return Some(Value::Object(self.visible_members()));
+        }
+        self.value.clone()
+    }
+
+    pub fn shows_object(&self) -> bool {
+        match (self.obj, self.reset) {
+            (Some(obj), Some(reset)) => obj > reset,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
+    pub fn visible_members(&self) -> Map<String, Value> {
+        self.children
+            .iter()
+            .filter_map(|(name, child)| child.visible().map(|value| (name.clone(), value)))
+            .collect()
+    }
+}
