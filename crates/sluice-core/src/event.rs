@@ -181,7 +181,7 @@ mod tests {
         check(r#"{"doctor_id": null, "v": 1}"#, Err("got null"));
         check(r#"{"doctor_id": 1}"#, Err("version at /v is missing"));
         check(r#"{"doctor_id": 1, "v": 1.5}"#, Err("must be an integer or an RFC 3339 time"));
-        check(r#"{"doctor_id": 1, "v": 1, "a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": 1}}}}}}}}"#, Err("deeper than 8"));
+        check(r#"{"doctor_id": 1, "v": 1, "a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}"#, Err("deeper than 8"));
     }
 
     #[test]

@@ -193,7 +193,10 @@ impl FieldState {
     fn apply(&mut self, stamp: Stamp, patch: &Map<String, Value>) -> Applied {
         let newest_before = self.root.newest();
         if !self.root.apply_members(patch, stamp) {
-            let stale = newest_before.is_some_and(|newest| newest.version.total_cmp(stamp.version).is_gt());
+            // Stale: a delete covers the event, or everything it wrote has newer versions.
+            let deleted = self.root.reset.is_some_and(|reset| reset >= stamp);
+            let older = newest_before.is_some_and(|newest| newest.version.total_cmp(stamp.version).is_gt());
+            let stale = deleted || older;
             return Applied::unchanged(if stale { Outcome::Stale } else { Outcome::Noop });
         }
         self.refresh()
