@@ -1,1 +1,489 @@
+//! Sluice's processor. Events are routed by `hash(key) mod partitions` to one writer
+//! thread per partition (per-key order), applied in batches and committed with the new
+//! documents, the change records and the counters in one atomic, fsynced write before
+//! any caller is answered. This crate also serves reads: documents, the change log (with
+//! long polling), rejected events, stats and metrics.
+//!
+//! It knows nothing about HTTP: the server and the CLI both drive it through [`Engine`].
 
+pub mod input;
+mod metrics;
+mod sync;
+mod writer;
+
+pub use input::{BodyError, BodyFormat, Input};
+pub use sluice_store::Counters;
+
+use serde::Serialize;
+use sluice_core::event::{CollectionSpec, Limits};
+use sluice_core::{Config, Cursor, CursorError, Key, Version, codec};
+use sluice_store::{Bytes, Store, StoreError};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use metrics::Metrics;
+use sync::GroupSync;
+use writer::{Submission, Writer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("unknown collection {0:?}")]
+    UnknownCollection(String),
+    #[error("the processor is overloaded: queues stayed full for {waited_ms} ms")]
+    Overloaded { waited_ms: u64 },
+    #[error("a commit failed earlier; the store refuses writes until a restart (see the log)")]
+    Poisoned,
+    #[error("the processor is shutting down")]
+    Closed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+    #[error(transparent)]
+    Cursor(#[from] CursorError),
+    #[error("invalid config: {0}")]
+    Config(String),
+}
+
+impl EngineError {
+    /// Writers answer many callers with one error; store errors are not `Clone`.
+    fn clone_for_reply(&self) -> Self {
+        match self {
+            EngineError::Poisoned => EngineError::Poisoned,
+            EngineError::Closed => EngineError::Closed,
+            _ => EngineError::Poisoned,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Applied,
+    Noop,
+    Stale,
+    Rejected,
+}
+
+/// What happened to one event of a request.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ItemResult {
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A stored document, as reads return it.
+#[derive(Clone, Debug)]
+pub struct StoredDoc {
+    pub key: serde_json::Value,
+    pub version: Option<Version>,
+    /// The document's JSON text.
+    pub doc: Bytes,
+}
+
+/// A page of the change log: each record is a complete JSON object with its cursor.
+#[derive(Debug)]
+pub struct ChangesPage {
+    pub records: Vec<Vec<u8>>,
+    pub next: Cursor,
+}
+
+pub(crate) struct CollectionEntry {
+    pub spec: CollectionSpec,
+    pub rejected_seq: AtomicU64,
+    /// Committed totals, one per partition.
+    pub counters: Vec<Mutex<Counters>>,
+}
+
+/// State shared by the engine handle and the writer threads.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub collections: Vec<CollectionEntry>,
+    pub sync: GroupSync,
+    pub metrics: Metrics,
+    /// Per partition: records below this offset are durable and readable.
+    pub durable: Vec<AtomicU64>,
+    /// Bumped whenever new change records become durable.
+    pub changes_notify: watch::Sender<u64>,
+    pub poisoned: AtomicBool,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    senders: Vec<mpsc::Sender<Submission>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queues ends the writers once they drained them.
+        self.senders.clear();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for thread in threads {
+            let _ = thread.join();
+        }
+        if let Err(error) = self.shared.store.sync() {
+            tracing::error!(%error, "Final sync failed.");
+        }
+    }
+}
+
+/// The processor handle. Cheap to clone; the last clone dropped shuts the writers down
+/// after they drained their queues.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Opens the store in `data_dir`, recovers offsets and counters, starts the writers.
+    pub fn open(config: &Config, data_dir: &Path) -> Result<Self, EngineError> {
+        config.validate().map_err(|error| EngineError::Config(error.to_string()))?;
+        let partitions = config.engine.partitions;
+        let store = Store::open(data_dir, partitions, config.engine.store_cache_bytes)?;
+        let stored_counters = store.load_counters()?;
+        let mut collections = Vec::with_capacity(config.collections.len());
+        for collection in &config.collections {
+            let spec = CollectionSpec::from_config(collection)
+                .map_err(|error| EngineError::Config(error.to_string()))?;
+            let counters: Vec<Mutex<Counters>> = (0..partitions)
+                .map(|partition| {
+                    let stored = stored_counters
+                        .iter()
+                        .find(|(name, p, _)| *name == spec.name && *p == partition)
+                        .map(|(_, _, counters)| *counters);
+                    Mutex::new(stored.unwrap_or_default())
+                })
+                .collect();
+            let rejected_seq = AtomicU64::new(store.last_rejected_seq(&spec.name)?);
+            collections.push(CollectionEntry { spec, rejected_seq, counters });
+        }
+        let mut next_offsets = Vec::with_capacity(usize::from(partitions));
+        for partition in 0..partitions {
+            next_offsets.push(store.next_change_offset(partition)?);
+        }
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            store,
+            collections,
+            sync: GroupSync::default(),
+            metrics: Metrics::default(),
+            durable: next_offsets.iter().map(|offset| AtomicU64::new(*offset)).collect(),
+            changes_notify: watch::channel(0).0,
+            poisoned: AtomicBool::new(false),
+        });
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        for (partition, next_offset) in (0..partitions).zip(next_offsets) {
+            let (sender, receiver) = mpsc::channel(config.engine.queue_submissions_max);
+            let writer = Writer {
+                partition,
+                shared: Arc::clone(&shared),
+                receiver,
+                next_offset,
+                cache: Default::default(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("sluice-writer-{partition}"))
+                .spawn(move || writer.run())
+                .map_err(|error| EngineError::Config(format!("cannot start writer thread: {error}")))?;
+            senders.push(sender);
+            threads.push(thread);
+        }
+        tracing::info!(partitions, collections = config.collections.len(), data_dir = %data_dir.display(), "Engine open.");
+        Ok(Self { inner: Arc::new(Inner { shared, senders, threads: Mutex::new(threads) }) })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared().config
+    }
+
+    pub fn partitions(&self) -> u16 {
+        self.shared().config.engine.partitions
+    }
+
+    pub fn event_limits(&self) -> Limits {
+        let limits = &self.shared().config.limits;
+        Limits { event_bytes_max: limits.event_bytes_max, event_depth_max: limits.event_depth_max }
+    }
+
+    pub fn collection(&self, name: &str) -> Result<&CollectionSpec, EngineError> {
+        self.collection_index(name).map(|index| &self.shared().collections[index].spec)
+    }
+
+    fn collection_index(&self, name: &str) -> Result<usize, EngineError> {
+        self.shared()
+            .collections
+            .iter()
+            .position(|entry| entry.spec.name == name)
+            .ok_or_else(|| EngineError::UnknownCollection(name.to_owned()))
+    }
+
+    /// Parses a request body for `collection` (see [`input::parse_body`]).
+    pub fn parse_body(&self, collection: &str, body: &[u8], format: BodyFormat) -> Result<Result<Vec<Input>, BodyError>, EngineError> {
+        let spec = self.collection(collection)?;
+        let events_max = self.shared().config.limits.request_events_max;
+        Ok(input::parse_body(spec, body, format, self.event_limits(), events_max))
+    }
+
+    /// Applies inputs durably; one result per input, in input order. Waits at most
+    /// `enqueue_timeout_ms` for queue space, then fails with [`EngineError::Overloaded`].
+    pub async fn submit(&self, collection: &str, inputs: Vec<Input>) -> Result<Vec<ItemResult>, EngineError> {
+        let collection = self.collection_index(collection)?;
+        if self.shared().poisoned.load(Ordering::Acquire) {
+            return Err(EngineError::Poisoned);
+        }
+        let partitions = self.partitions();
+        let count = inputs.len();
+        let mut per_partition: Vec<Vec<(u32, Input)>> = (0..partitions).map(|_| Vec::new()).collect();
+        for (index, input) in inputs.into_iter().enumerate() {
+            let partition = match &input {
+                Input::Event(event) => event.key.partition(partitions),
+                Input::Delete { key, .. } => key.partition(partitions),
+                Input::Reject(_) => (index % usize::from(partitions)) as u16,
+            };
+            per_partition[usize::from(partition)].push((index as u32, input));
+        }
+        // Reserve room in every queue first, so that a request is either queued whole or
+        // refused whole.
+        let timeout_ms = self.shared().config.engine.enqueue_timeout_ms;
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let mut permits = Vec::new();
+        for (partition, items) in per_partition.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, self.inner.senders[partition].reserve()).await {
+                Ok(Ok(permit)) => permits.push((permit, items)),
+                Ok(Err(_)) => return Err(EngineError::Closed),
+                Err(_) => {
+                    self.shared().metrics.overloaded_total.fetch_add(1, Ordering::Relaxed);
+                    return Err(EngineError::Overloaded { waited_ms: timeout_ms });
+                }
+            }
+        }
+        let mut replies = Vec::with_capacity(permits.len());
+        for (permit, items) in permits {
+            let (reply, receiver) = oneshot::channel();
+            permit.send(Submission { collection, items, reply });
+            replies.push(receiver);
+        }
+        let mut results: Vec<Option<ItemResult>> = vec![None; count];
+        for receiver in replies {
+            let items = receiver.await.map_err(|_| EngineError::Closed)??;
+            for (index, result) in items {
+                results[index as usize] = Some(result);
+            }
+        }
+        debug_assert!(results.iter().all(Option::is_some));
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    pub fn get(&self, collection: &str, key: &Key) -> Result<Option<StoredDoc>, EngineError> {
+        let spec = self.collection(collection)?;
+        let Some(bytes) = self.shared().store.get_doc(&spec.name, &key.encode())? else {
+            return Ok(None);
+        };
+        stored_doc(spec, &bytes)
+    }
+
+    /// Documents in key order after the `after` token; returns the page and the token for
+    /// the next page (`None` at the end).
+    pub fn list(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<(Vec<StoredDoc>, Option<String>), EngineError> {
+        let spec = self.collection(collection)?;
+        let after = after
+            .map(|token| decode_hex(token).ok_or_else(|| CursorError::Malformed(token.chars().take(64).collect())))
+            .transpose()?;
+        let limit = limit.clamp(1, self.shared().config.limits.docs_limit_max);
+        let mut docs = Vec::with_capacity(limit);
+        let mut position = after;
+        // Tombstones take no room in the page, so scan until the page is full or the end.
+        loop {
+            let scanned = self.shared().store.scan_docs(&spec.name, position.as_deref(), limit)?;
+            let exhausted = scanned.len() < limit;
+            for (key, bytes) in scanned {
+                position = Some(key);
+                if let Some(doc) = stored_doc(spec, &bytes)? {
+                    docs.push(doc);
+                    if docs.len() == limit {
+                        return Ok((docs, position.map(|key| encode_hex(&key))));
+                    }
+                }
+            }
+            if exhausted {
+                return Ok((docs, None));
+            }
+        }
+    }
+
+    /// The cursor after everything durable now.
+    pub fn head(&self) -> Cursor {
+        Cursor::from_offsets(self.shared().durable.iter().map(|offset| offset.load(Ordering::Acquire)).collect())
+    }
+
+    pub fn parse_cursor(&self, token: &str) -> Result<Cursor, EngineError> {
+        Ok(Cursor::parse(token, usize::from(self.partitions()))?)
+    }
+
+    /// Change records after `after`, at most `limit`, waiting up to `wait` for the first
+    /// one. Partitions are interleaved round-robin so none starves.
+    pub async fn changes(&self, after: Cursor, limit: usize, wait: Duration) -> Result<ChangesPage, EngineError> {
+        let limit = limit.clamp(1, self.shared().config.limits.changes_limit_max);
+        let deadline = Instant::now() + wait;
+        let mut notified = self.shared().changes_notify.subscribe();
+        loop {
+            notified.borrow_and_update();
+            let page = self.read_changes(&after, limit)?;
+            if !page.records.is_empty() || Instant::now() >= deadline {
+                return Ok(page);
+            }
+            match tokio::time::timeout_at(deadline, notified.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(EngineError::Closed),
+                Err(_) => return self.read_changes(&after, limit),
+            }
+        }
+    }
+
+    fn read_changes(&self, after: &Cursor, limit: usize) -> Result<ChangesPage, EngineError> {
+        let shared = self.shared();
+        let mut per_partition = Vec::with_capacity(shared.durable.len());
+        for (partition, durable) in shared.durable.iter().enumerate() {
+            let until = durable.load(Ordering::Acquire);
+            let from = after.offset(partition);
+            per_partition.push(shared.store.read_changes(partition as u16, from, until, limit)?.into_iter());
+        }
+        let mut next = after.clone();
+        let mut records = Vec::with_capacity(limit);
+        'fill: loop {
+            let mut progressed = false;
+            for (partition, iterator) in per_partition.iter_mut().enumerate() {
+                if records.len() == limit {
+                    break 'fill;
+                }
+                if let Some((offset, body)) = iterator.next() {
+                    debug_assert_eq!(offset, next.offset(partition), "change log has a gap");
+                    next.set(partition, offset + 1);
+                    let mut record = Vec::with_capacity(body.len() + 48);
+                    sluice_core::change::with_cursor(&next.to_string(), &body, &mut record);
+                    records.push(record);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(ChangesPage { records, next })
+    }
+
+    /// Rejected events of a collection after sequence number `after`.
+    pub fn rejected(&self, collection: &str, after: u64, limit: usize) -> Result<Vec<Bytes>, EngineError> {
+        let spec = self.collection(collection)?;
+        let limit = limit.clamp(1, self.shared().config.limits.docs_limit_max);
+        Ok(self.shared().store.scan_rejected(&spec.name, after, limit)?.into_iter().map(|(_, bytes)| bytes).collect())
+    }
+
+    pub fn stats(&self, collection: &str) -> Result<Counters, EngineError> {
+        let index = self.collection_index(collection)?;
+        Ok(self.collection_counters(index))
+    }
+
+    fn collection_counters(&self, index: usize) -> Counters {
+        let mut total = Counters::default();
+        for counters in &self.shared().collections[index].counters {
+            total.add(&counters.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        total
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.shared().poisoned.load(Ordering::Acquire)
+    }
+
+    /// Prometheus text exposition.
+    pub fn render_metrics(&self) -> String {
+        let shared = self.shared();
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP sluice_events_total Events processed, by collection and outcome.\n");
+        out.push_str("# TYPE sluice_events_total counter\n");
+        for (index, entry) in shared.collections.iter().enumerate() {
+            let counters = self.collection_counters(index);
+            let name = &entry.spec.name;
+            for (outcome, value) in [
+                ("applied", counters.applied),
+                ("noop", counters.noop),
+                ("stale", counters.stale),
+                ("rejected", counters.rejected),
+            ] {
+                let _ = writeln!(out, "sluice_events_total{{collection=\"{name}\",outcome=\"{outcome}\"}} {value}");
+            }
+        }
+        out.push_str("# HELP sluice_documents Live documents, by collection.\n# TYPE sluice_documents gauge\n");
+        for (index, entry) in shared.collections.iter().enumerate() {
+            let documents = self.collection_counters(index).documents;
+            let _ = writeln!(out, "sluice_documents{{collection=\"{}\"}} {documents}", entry.spec.name);
+        }
+        out.push_str("# HELP sluice_queue_submissions Submissions waiting, by partition.\n");
+        out.push_str("# TYPE sluice_queue_submissions gauge\n");
+        for (partition, sender) in self.inner.senders.iter().enumerate() {
+            let waiting = sender.max_capacity() - sender.capacity();
+            let _ = writeln!(out, "sluice_queue_submissions{{partition=\"{partition}\"}} {waiting}");
+        }
+        let overloaded = shared.metrics.overloaded_total.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP sluice_overloaded_total Requests refused because queues were full.\n# TYPE sluice_overloaded_total counter\nsluice_overloaded_total {overloaded}"
+        );
+        let poisoned = u8::from(self.is_poisoned());
+        let _ = writeln!(
+            out,
+            "# HELP sluice_poisoned 1 when a failed commit stopped writes.\n# TYPE sluice_poisoned gauge\nsluice_poisoned {poisoned}"
+        );
+        let metrics = &shared.metrics;
+        metrics.commit_seconds.render(&mut out, "sluice_commit_seconds", "Apply, commit and fsync of one batch.");
+        metrics.sync_seconds.render(&mut out, "sluice_sync_seconds", "One group fsync.");
+        metrics.batch_events.render(&mut out, "sluice_batch_events", "Events per committed batch.");
+        out
+    }
+}
+
+fn stored_doc(spec: &CollectionSpec, bytes: &Bytes) -> Result<Option<StoredDoc>, EngineError> {
+    let view = codec::decode_view(bytes)?;
+    let Some(doc_json) = view.doc else { return Ok(None) };
+    let doc: serde_json::Value =
+        serde_json::from_slice(doc_json).map_err(|_| StoreError::Corrupt { what: "document JSON" })?;
+    let key = spec.key_of(&doc).map_err(|_| StoreError::Corrupt { what: "document key" })?;
+    Ok(Some(StoredDoc { key: key.to_json(), version: view.version, doc: Bytes::from(doc_json) }))
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+        let _ = write!(out, "{byte:02x}");
+        out
+    })
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || text.len() > 4096 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,316 @@
+//! Sluice's embedded storage, on fjall (an LSM tree; see ARCHITECTURE.md for why fjall and
+//! not redb). Four keyspaces:
+//!
+//! | keyspace   | key                                  | value                          |
+//! |------------|--------------------------------------|--------------------------------|
+//! | `docs`     | collection `\0` encoded key          | `sluice_core::codec` record    |
+//! | `changes`  | partition u16 BE, offset u64 BE      | change record body (JSON)      |
+//! | `rejected` | collection `\0` seq u64 BE           | rejected event (JSON)          |
+//! | `meta`     | `partitions`, `stats\0coll\0` p u16  | u16 BE, counters (u64 LE each) |
+//!
+//! Every write goes through one [`Batch`], which is atomic across keyspaces; durability
+//! comes from [`Store::sync`], so that several batches share one fsync (group commit).
+//! This crate knows the byte layout and nothing about merging, HTTP or tasks.
 
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::path::Path;
+
+/// Bytes read from the store (reference-counted, cheap to clone).
+pub type Bytes = fjall::Slice;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine: {0}")]
+    Engine(#[from] fjall::Error),
+    #[error("data directory was created with {stored} partitions, config asks for {configured}; partitions cannot change")]
+    Partitions { stored: u16, configured: u16 },
+    #[error("corrupt {what} in the store")]
+    Corrupt { what: &'static str },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Counters kept per collection and partition, committed with the documents they count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub applied: u64,
+    pub noop: u64,
+    pub stale: u64,
+    pub rejected: u64,
+    pub documents: i64,
+}
+
+impl Counters {
+    const ENCODED_LEN: usize = 40;
+
+    fn encode(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut out = [0; Self::ENCODED_LEN];
+        let fields = [self.applied, self.noop, self.stale, self.rejected, self.documents as u64];
+        for (chunk, value) in out.chunks_exact_mut(8).zip(fields) {
+            chunk.copy_from_slice(&value.to_le_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != Self::ENCODED_LEN {
+            return None;
+        }
+        let field = |index: usize| {
+            let mut word = [0; 8];
+            word.copy_from_slice(&bytes[index * 8..index * 8 + 8]);
+            u64::from_le_bytes(word)
+        };
+        Some(Self {
+            applied: field(0),
+            noop: field(1),
+            stale: field(2),
+            rejected: field(3),
+            documents: field(4) as i64,
+        })
+    }
+
+    pub fn add(&mut self, other: &Counters) {
+        self.applied += other.applied;
+        self.noop += other.noop;
+        self.stale += other.stale;
+        self.rejected += other.rejected;
+        self.documents += other.documents;
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Database,
+    docs: Keyspace,
+    changes: Keyspace,
+    rejected: Keyspace,
+    meta: Keyspace,
+}
+
+const META_PARTITIONS: &[u8] = b"partitions";
+const META_STATS: &[u8] = b"stats\0";
+
+impl Store {
+    /// Opens (or creates) the store and pins the partition count on first use.
+    pub fn open(path: &Path, partitions: u16, cache_bytes: u64) -> Result<Self> {
+        let db = Database::builder(path).cache_size(cache_bytes).open()?;
+        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let store = Self {
+            docs: open("docs")?,
+            changes: open("changes")?,
+            rejected: open("rejected")?,
+            meta: open("meta")?,
+            db,
+        };
+        match store.meta.get(META_PARTITIONS)? {
+            Some(bytes) => {
+                let stored = <[u8; 2]>::try_from(&*bytes)
+                    .map(u16::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt { what: "partition count" })?;
+                if stored != partitions {
+                    return Err(StoreError::Partitions { stored, configured: partitions });
+                }
+            }
+            None => {
+                store.meta.insert(META_PARTITIONS, partitions.to_be_bytes())?;
+                store.sync()?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// Makes every committed batch durable (fdatasync of the journal).
+    pub fn sync(&self) -> Result<()> {
+        Ok(self.db.persist(PersistMode::SyncData)?)
+    }
+
+    pub fn batch(&self) -> Batch<'_> {
+        Batch { store: self, inner: self.db.batch() }
+    }
+
+    pub fn get_doc(&self, collection: &str, key: &[u8]) -> Result<Option<Bytes>> {
+        Ok(self.docs.get(doc_key(collection, key))?)
+    }
+
+    /// Documents of a collection in key order, strictly after `after` (an encoded key).
+    pub fn scan_docs(&self, collection: &str, after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Bytes)>> {
+        let prefix = collection_prefix(collection);
+        let start = match after {
+            Some(key) => {
+                let mut start = doc_key(collection, key);
+                start.push(0); // the smallest key after `key`
+                start
+            }
+            None => prefix.clone(),
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for guard in self.docs.range(start..) {
+            let (key, value) = guard.into_inner()?;
+            let Some(suffix) = key.strip_prefix(prefix.as_slice()) else { break };
+            out.push((suffix.to_vec(), value));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The offset the next change record of `partition` gets.
+    pub fn next_change_offset(&self, partition: u16) -> Result<u64> {
+        let prefix = partition.to_be_bytes();
+        match self.changes.prefix(prefix).next_back() {
+            None => Ok(0),
+            Some(guard) => {
+                let key = guard.key()?;
+                decode_change_key(&key).map(|(_, offset)| offset + 1)
+            }
+        }
+    }
+
+    /// Change records of `partition` with offsets in `from..until`, at most `limit`.
+    pub fn read_changes(&self, partition: u16, from: u64, until: u64, limit: usize) -> Result<Vec<(u64, Bytes)>> {
+        if from >= until {
+            return Ok(Vec::new());
+        }
+        let range = change_key(partition, from)..change_key(partition, until);
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for guard in self.changes.range(range).take(limit) {
+            let (key, value) = guard.into_inner()?;
+            let (_, offset) = decode_change_key(&key)?;
+            out.push((offset, value));
+        }
+        Ok(out)
+    }
+
+    /// The highest rejected-event sequence number of a collection (0 when none).
+    pub fn last_rejected_seq(&self, collection: &str) -> Result<u64> {
+        let prefix = collection_prefix(collection);
+        match self.rejected.prefix(&prefix).next_back() {
+            None => Ok(0),
+            Some(guard) => decode_seq(&guard.key()?[prefix.len()..]),
+        }
+    }
+
+    pub fn scan_rejected(&self, collection: &str, after_seq: u64, limit: usize) -> Result<Vec<(u64, Bytes)>> {
+        let prefix = collection_prefix(collection);
+        let start = rejected_key(collection, after_seq.saturating_add(1));
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for guard in self.rejected.range(start..) {
+            let (key, value) = guard.into_inner()?;
+            let Some(suffix) = key.strip_prefix(prefix.as_slice()) else { break };
+            out.push((decode_seq(suffix)?, value));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every stored counter: (collection, partition, counters).
+    pub fn load_counters(&self) -> Result<Vec<(String, u16, Counters)>> {
+        let mut out = Vec::new();
+        for guard in self.meta.prefix(META_STATS) {
+            let (key, value) = guard.into_inner()?;
+            let corrupt = StoreError::Corrupt { what: "stats key" };
+            let rest = &key[META_STATS.len()..];
+            let split = rest.iter().position(|byte| *byte == 0).ok_or(corrupt)?;
+            let collection = std::str::from_utf8(&rest[..split])
+                .map_err(|_| StoreError::Corrupt { what: "stats key" })?;
+            let partition = <[u8; 2]>::try_from(&rest[split + 1..])
+                .map(u16::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt { what: "stats key" })?;
+            let counters = Counters::decode(&value).ok_or(StoreError::Corrupt { what: "stats value" })?;
+            out.push((collection.to_owned(), partition, counters));
+        }
+        Ok(out)
+    }
+}
+
+/// One atomic write across keyspaces.
+pub struct Batch<'a> {
+    store: &'a Store,
+    inner: fjall::OwnedWriteBatch,
+}
+
+impl Batch<'_> {
+    pub fn put_doc(&mut self, collection: &str, key: &[u8], record: Vec<u8>) {
+        self.inner.insert(&self.store.docs, doc_key(collection, key), record);
+    }
+
+    pub fn append_change(&mut self, partition: u16, offset: u64, body: Vec<u8>) {
+        self.inner.insert(&self.store.changes, change_key(partition, offset), body);
+    }
+
+    pub fn put_rejected(&mut self, collection: &str, seq: u64, record: Vec<u8>) {
+        self.inner.insert(&self.store.rejected, rejected_key(collection, seq), record);
+    }
+
+    pub fn remove_rejected(&mut self, collection: &str, seq: u64) {
+        self.inner.remove(&self.store.rejected, rejected_key(collection, seq));
+    }
+
+    pub fn put_counters(&mut self, collection: &str, partition: u16, counters: &Counters) {
+        let mut key = META_STATS.to_vec();
+        key.extend_from_slice(collection.as_bytes());
+        key.push(0);
+        key.extend_from_slice(&partition.to_be_bytes());
+        self.inner.insert(&self.store.meta, key, counters.encode().to_vec());
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Writes the batch atomically (not yet durable: see [`Store::sync`]).
+    pub fn commit(self) -> Result<()> {
+        Ok(self.inner.commit()?)
+    }
+}
+
+fn collection_prefix(collection: &str) -> Vec<u8> {
+    debug_assert!(!collection.as_bytes().contains(&0));
+    let mut prefix = Vec::with_capacity(collection.len() + 1);
+    prefix.extend_from_slice(collection.as_bytes());
+    prefix.push(0);
+    prefix
+}
+
+fn doc_key(collection: &str, key: &[u8]) -> Vec<u8> {
+    let mut out = collection_prefix(collection);
+    out.extend_from_slice(key);
+    out
+}
+
+fn rejected_key(collection: &str, seq: u64) -> Vec<u8> {
+    let mut out = collection_prefix(collection);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out
+}
+
+fn change_key(partition: u16, offset: u64) -> [u8; 10] {
+    let mut out = [0; 10];
+    out[..2].copy_from_slice(&partition.to_be_bytes());
+    out[2..].copy_from_slice(&offset.to_be_bytes());
+    out
+}
+
+fn decode_change_key(key: &[u8]) -> Result<(u16, u64)> {
+    let corrupt = || StoreError::Corrupt { what: "change-log key" };
+    let partition = <[u8; 2]>::try_from(key.get(..2).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    let offset = <[u8; 8]>::try_from(key.get(2..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    Ok((u16::from_be_bytes(partition), u64::from_be_bytes(offset)))
+}
+
+fn decode_seq(bytes: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt { what: "rejected-event key" })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+//! Request bodies to events: a JSON object, a JSON array, or NDJSON. A body that is not
+//! valid JSON fails as a whole ([`BodyError`], with its position); an event that is valid
+//! JSON but breaks the collection's rules becomes an [`Input::Reject`] and is kept in the
+//! rejected log while the other events apply.
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+use sluice_core::event::{self, CollectionSpec, EventError, Limits};
+use sluice_core::{Event, Key, Version};
+
+/// How much of a rejected event's text is kept for inspection.
+pub const REJECTED_TEXT_BYTES_MAX: usize = 64 << 10;
+
+#[derive(Clone, Debug)]
+pub enum Input {
+    Event(Event),
+    Delete { key: Key, version: Option<Version> },
+    Reject(Rejection),
+}
+
+#[derive(Clone, Debug)]
+pub struct Rejection {
+    pub reason: String,
+    /// The event's text, cut at [`REJECTED_TEXT_BYTES_MAX`].
+    pub text: String,
+    /// Where the event came from, for the rejected log (e.g. `line 3`).
+    pub origin: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// A JSON object (one event) or a JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BodyError {
+    #[error("malformed JSON at line {line}, column {column}: {message}")]
+    Json { line: usize, column: usize, message: String },
+    #[error("malformed JSON on NDJSON line {line}, column {column}: {message}")]
+    NdjsonLine { line: usize, column: usize, message: String },
+    #[error("request has more than {max} events")]
+    TooManyEvents { max: usize },
+    #[error("request body is not UTF-8: {0}")]
+    NotUtf8(String),
+    #[error("request body is empty: send a JSON object, a JSON array of objects, or NDJSON")]
+    Empty,
+}
+
+/// Parses a whole body. `events_max` bounds the number of events.
+pub fn parse_body(
+    spec: &CollectionSpec,
+    body: &[u8],
+    format: BodyFormat,
+    limits: Limits,
+    events_max: usize,
+) -> Result<Vec<Input>, BodyError> {
+    let text = std::str::from_utf8(body).map_err(|error| BodyError::NotUtf8(error.to_string()))?;
+    match format {
+        BodyFormat::Ndjson => parse_ndjson(spec, text, limits, events_max),
+        BodyFormat::Json => parse_json(spec, text, limits, events_max),
+    }
+}
+
+fn parse_json(spec: &CollectionSpec, text: &str, limits: Limits, events_max: usize) -> Result<Vec<Input>, BodyError> {
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() {
+        return Err(BodyError::Empty);
+    }
+    let body_error = |error: serde_json::Error| {
+        let EventError::Json { line, column, message } = EventError::from_json(&error) else {
+            unreachable!("from_json always builds EventError::Json")
+        };
+        BodyError::Json { line, column, message }
+    };
+    if !trimmed.starts_with('[') {
+        return Ok(vec![one(spec, text, limits, "body").map_err(body_error)?]);
+    }
+    let elements: Vec<&RawValue> = serde_json::from_str(text).map_err(body_error)?;
+    if elements.len() > events_max {
+        return Err(BodyError::TooManyEvents { max: events_max });
+    }
+    elements
+        .into_iter()
+        .enumerate()
+        .map(|(index, raw)| one(spec, raw.get(), limits, &format!("element {index}")).map_err(body_error))
+        .collect()
+}
+
+fn parse_ndjson(spec: &CollectionSpec, text: &str, limits: Limits, events_max: usize) -> Result<Vec<Input>, BodyError> {
+    let mut inputs = Vec::with_capacity(text.len() / 64 + 1);
+    for (index, line) in text.split('\n').enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if inputs.len() == events_max {
+            return Err(BodyError::TooManyEvents { max: events_max });
+        }
+        let number = index + 1;
+        let input = one(spec, line, limits, &format!("line {number}")).map_err(|error| {
+            let EventError::Json { column, message, .. } = EventError::from_json(&error) else {
+                unreachable!("from_json always builds EventError::Json")
+            };
+            BodyError::NdjsonLine { line: number, column, message }
+        })?;
+        inputs.push(input);
+    }
+    if inputs.is_empty() {
+        return Err(BodyError::Empty);
+    }
+    Ok(inputs)
+}
+
+/// One event's text. Syntax errors are the caller's (the request fails); everything else
+/// becomes a rejection.
+fn one(spec: &CollectionSpec, text: &str, limits: Limits, origin: &str) -> Result<Input, serde_json::Error> {
+    if text.len() > limits.event_bytes_max {
+        let error = EventError::TooLarge { bytes: text.len(), max: limits.event_bytes_max };
+        return Ok(Input::Reject(rejection(error.to_string(), text, origin)));
+    }
+    let value: Value = serde_json::from_str(text)?;
+    Ok(match event::from_value(spec, value, limits) {
+        Ok(event) => Input::Event(event),
+        Err(error) => Input::Reject(rejection(error.to_string(), text, origin)),
+    })
+}
+
+pub fn rejection(reason: String, text: &str, origin: &str) -> Rejection {
+    let mut end = text.len().min(REJECTED_TEXT_BYTES_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Rejection { reason, text: text[..end].to_owned(), origin: origin.to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::Pointer;
+    use sluice_core::config::Ordering;
+
+    const LIMITS: Limits = Limits { event_bytes_max: 100, event_depth_max: 8 };
+
+    fn spec() -> CollectionSpec {
+        CollectionSpec {
+            name: "doctor".into(),
+            key: vec![Pointer::parse("/id").unwrap()],
+            version: None,
+            ordering: Ordering::Field,
+        }
+    }
+
+    fn kinds(inputs: &[Input]) -> String {
+        inputs
+            .iter()
+            .map(|input| match input {
+                Input::Event(_) => 'E',
+                Input::Delete { .. } => 'D',
+                Input::Reject(_) => 'R',
+            })
+            .collect()
+    }
+
+    #[test]
+    fn accepts_object_array_and_ndjson() {
+        let parse = |body: &str, format| parse_body(&spec(), body.as_bytes(), format, LIMITS, 3);
+        assert_eq!(kinds(&parse(r#"{"id": 1}"#, BodyFormat::Json).unwrap()), "E");
+        assert_eq!(kinds(&parse(r#"[{"id": 1}, {"x": 1}, 5]"#, BodyFormat::Json).unwrap()), "ERR");
+        assert_eq!(kinds(&parse("{\"id\": 1}\n\n{\"no\": 2}\n", BodyFormat::Ndjson).unwrap()), "ER");
+        let long = format!(r#"{{"id": 1, "x": "{}"}}"#, "a".repeat(200));
+        assert_eq!(kinds(&parse(&long, BodyFormat::Ndjson).unwrap()), "R");
+    }
+
+    #[test]
+    fn malformed_bodies_say_where() {
+        let parse = |body: &str, format| parse_body(&spec(), body.as_bytes(), format, LIMITS, 3);
+        assert_eq!(
+            parse("[{\"id\": 1},\n {\"id\" 2}]", BodyFormat::Json).unwrap_err(),
+            BodyError::Json { line: 2, column: 8, message: "expected `:`".into() }
+        );
+        assert!(matches!(
+            parse("{\"id\": 1}\n{\"id\": 2\n", BodyFormat::Ndjson),
+            Err(BodyError::NdjsonLine { line: 2, .. })
+        ));
+        assert_eq!(parse("", BodyFormat::Json).unwrap_err(), BodyError::Empty);
+        assert_eq!(parse("\n\n", BodyFormat::Ndjson).unwrap_err(), BodyError::Empty);
+        assert_eq!(
+            parse("{\"id\":1}\n{\"id\":1}\n{\"id\":1}\n{\"id\":1}", BodyFormat::Ndjson).unwrap_err(),
+            BodyError::TooManyEvents { max: 3 }
+        );
+        assert!(matches!(parse_body(&spec(), b"\xff", BodyFormat::Json, LIMITS, 3), Err(BodyError::NotUtf8(_))));
+    }
+}

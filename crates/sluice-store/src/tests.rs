@@ -1,0 +1,63 @@
+use super::*;
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, 2, 1 << 20).unwrap()
+}
+
+#[test]
+fn batch_is_atomic_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let mut batch = store.batch();
+        batch.put_doc("doctor", b"17", b"doc".to_vec());
+        batch.append_change(1, 0, b"{}".to_vec());
+        batch.append_change(1, 1, b"{}".to_vec());
+        batch.put_counters("doctor", 1, &Counters { applied: 2, documents: 1, ..Counters::default() });
+        batch.put_rejected("doctor", 1, b"bad".to_vec());
+        batch.commit().unwrap();
+        store.sync().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.get_doc("doctor", b"17").unwrap().as_deref(), Some(&b"doc"[..]));
+    assert_eq!(store.get_doc("doctor", b"18").unwrap(), None);
+    assert_eq!(store.next_change_offset(0).unwrap(), 0);
+    assert_eq!(store.next_change_offset(1).unwrap(), 2);
+    assert_eq!(store.read_changes(1, 1, 2, 10).unwrap().len(), 1);
+    assert_eq!(store.last_rejected_seq("doctor").unwrap(), 1);
+    assert_eq!(store.last_rejected_seq("location").unwrap(), 0);
+    let counters = store.load_counters().unwrap();
+    assert_eq!(counters, vec![("doctor".into(), 1, Counters { applied: 2, documents: 1, ..Counters::default() })]);
+}
+
+#[test]
+fn partition_count_is_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let error = Store::open(dir.path(), 3, 1 << 20).err().unwrap();
+    assert!(error.to_string().contains("created with 2 partitions"), "{error}");
+}
+
+#[test]
+fn scans_stay_inside_their_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut batch = store.batch();
+    for (collection, key) in [("a", "1"), ("a", "2"), ("a", "3"), ("ab", "0"), ("b", "0")] {
+        batch.put_doc(collection, key.as_bytes(), key.as_bytes().to_vec());
+    }
+    for seq in 1..=3 {
+        batch.put_rejected("a", seq, vec![]);
+    }
+    batch.put_rejected("ab", 9, vec![]);
+    batch.commit().unwrap();
+    let keys = |after: Option<&[u8]>, limit| {
+        store.scan_docs("a", after, limit).unwrap().into_iter().map(|(key, _)| key).collect::<Vec<_>>()
+    };
+    assert_eq!(keys(None, 10), vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
+    assert_eq!(keys(Some(b"1"), 1), vec![b"2".to_vec()]);
+    assert_eq!(keys(Some(b"3"), 10), Vec::<Vec<u8>>::new());
+    let seqs: Vec<u64> = store.scan_rejected("a", 1, 10).unwrap().into_iter().map(|(seq, _)| seq).collect();
+    assert_eq!(seqs, vec![2, 3]);
+    assert_eq!(store.last_rejected_seq("a").unwrap(), 3);
+}
