@@ -58,6 +58,9 @@ pub struct LimitsConfig {
     pub wait_ms_max: u64,
     /// Rejected events kept per collection; older ones are dropped first.
     pub rejected_kept_max: u64,
+    /// Ingest requests being read or processed at once; more are answered 503, so that
+    /// request bodies cannot pile up in memory.
+    pub ingest_requests_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -71,6 +74,7 @@ impl Default for LimitsConfig {
             docs_limit_max: 10_000,
             wait_ms_max: 60_000,
             rejected_kept_max: 100_000,
+            ingest_requests_max: 64,
         }
     }
 }

@@ -1,0 +1,104 @@
+//! Every error the API can answer, in one table: a stable `code`, an HTTP status, and
+//! `Retry-After` where waiting helps. Bodies are `{"error": {"code": "...", "message": "..."}}`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sluice_engine::{BodyError, EngineError};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    MalformedJson,
+    InvalidBody,
+    PayloadTooLarge,
+    TooManyEvents,
+    UnknownCollection,
+    DocumentNotFound,
+    InvalidKey,
+    InvalidCursor,
+    InvalidParameter,
+    RouteNotFound,
+    MethodNotAllowed,
+    Overloaded,
+    StoreUnavailable,
+    ShuttingDown,
+    Internal,
+}
+
+/// Seconds a client should wait before retrying a 503.
+const RETRY_AFTER_S: &str = "1";
+
+impl ErrorKind {
+    /// The table: code, status. Codes are part of the API; never rename one.
+    pub fn code_and_status(self) -> (&'static str, StatusCode) {
+        use ErrorKind::*;
+        match self {
+            MalformedJson => ("malformed_json", StatusCode::BAD_REQUEST),
+            InvalidBody => ("invalid_body", StatusCode::BAD_REQUEST),
+            PayloadTooLarge => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
+            TooManyEvents => ("too_many_events", StatusCode::PAYLOAD_TOO_LARGE),
+            UnknownCollection => ("unknown_collection", StatusCode::NOT_FOUND),
+            DocumentNotFound => ("document_not_found", StatusCode::NOT_FOUND),
+            InvalidKey => ("invalid_key", StatusCode::BAD_REQUEST),
+            InvalidCursor => ("invalid_cursor", StatusCode::BAD_REQUEST),
+            InvalidParameter => ("invalid_parameter", StatusCode::BAD_REQUEST),
+            RouteNotFound => ("route_not_found", StatusCode::NOT_FOUND),
+            MethodNotAllowed => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
+            Overloaded => ("overloaded", StatusCode::SERVICE_UNAVAILABLE),
+            StoreUnavailable => ("store_unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            ShuttingDown => ("shutting_down", StatusCode::SERVICE_UNAVAILABLE),
+            Internal => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        let kind = match &error {
+            EngineError::UnknownCollection(_) => ErrorKind::UnknownCollection,
+            EngineError::Overloaded { .. } => ErrorKind::Overloaded,
+            EngineError::Poisoned => ErrorKind::StoreUnavailable,
+            EngineError::Closed => ErrorKind::ShuttingDown,
+            EngineError::Cursor(_) => ErrorKind::InvalidCursor,
+            EngineError::Store(_) | EngineError::Codec(_) | EngineError::Config(_) => {
+                tracing::error!(%error, "Internal error.");
+                ErrorKind::Internal
+            }
+        };
+        Self::new(kind, error.to_string())
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(error: BodyError) -> Self {
+        let kind = match &error {
+            BodyError::Json { .. } | BodyError::NdjsonLine { .. } => ErrorKind::MalformedJson,
+            BodyError::TooManyEvents { .. } => ErrorKind::TooManyEvents,
+            BodyError::NotUtf8(_) | BodyError::Empty => ErrorKind::InvalidBody,
+        };
+        Self::new(kind, error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, status) = self.kind.code_and_status();
+        let body = serde_json::json!({"error": {"code": code, "message": self.message}});
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
+        }
+        response
+    }
+}
