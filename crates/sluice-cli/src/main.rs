@@ -1,1 +1,276 @@
-fn main() {}
+//! The `sluice` binary: a thin layer of flags over the engine and the server.
+
+mod demo;
+mod generator;
+mod ingest;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use sluice_core::Config;
+use sluice_engine::Engine;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Sluice: partial change events in, always-fresh documents and a change log out.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the config comes from, shared by every command that opens the store.
+#[derive(clap::Args, Clone)]
+struct ConfigArgs {
+    /// The config file (sluice.toml).
+    #[arg(long, short, env = "SLUICE_CONFIG")]
+    config: PathBuf,
+    /// Overrides `server.data_dir`.
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the HTTP API.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Overrides `server.listen`.
+        #[arg(long, env = "SLUICE_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Allows a non-loopback address without access tokens. Only behind a network
+        /// boundary you trust.
+        #[arg(long)]
+        insecure_no_auth: bool,
+    },
+    /// Loads an NDJSON file through the processor, durably, in this process.
+    Ingest {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The collection the events belong to.
+        #[arg(long)]
+        collection: String,
+        /// The NDJSON file (`-` for standard input).
+        file: PathBuf,
+        /// Lines per submission to the processor.
+        #[arg(long, default_value_t = 4096)]
+        chunk_lines: usize,
+    },
+    /// Prints one document (from the data directory; stop the server first, or use
+    /// `curl /v1/collections/NAME/docs/KEY`).
+    Get {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        collection: String,
+        /// One value per key field.
+        key: Vec<String>,
+    },
+    /// Writes every document of a collection as NDJSON to standard output.
+    Export {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        collection: String,
+    },
+    /// Generates synthetic healthcare events as NDJSON.
+    Gen {
+        /// Which collection's events to write.
+        #[arg(long, default_value = "doctor", value_parser = clap::builder::PossibleValuesParser::new(generator::COLLECTIONS))]
+        collection: String,
+        /// How many events (0: until interrupted).
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        /// Events per second (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Number of doctors; the other collections scale with it.
+        #[arg(long, default_value_t = 1_000)]
+        doctors: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Starts a server on a fresh data directory with the healthcare example and feeds it.
+    Demo {
+        /// Where to keep the demo's data (default: a new temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+        /// Generated events per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }));
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if is_broken_pipe(&error) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("sluice: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Serve { config, listen, insecure_no_auth } => serve(&config, listen, insecure_no_auth),
+        Command::Ingest { config, collection, file, chunk_lines } => {
+            let (config, data_dir) = load_config(&config)?;
+            ingest::run(&config, &data_dir, &collection, &file, chunk_lines.max(1))
+        }
+        Command::Get { config, collection, key } => get(&config, &collection, &key),
+        Command::Export { config, collection } => export(&config, &collection),
+        Command::Gen { collection, count, rate, doctors, seed } => generate(&collection, count, rate, doctors, seed),
+        Command::Demo { data_dir, listen, rate } => demo::run(data_dir, listen, rate),
+    }
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "info" } else { "warn" };
+    let level = std::env::var("SLUICE_LOG").unwrap_or_else(|_| default.to_owned());
+    let level = level.parse().unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
+}
+
+/// Reads and validates the config; the data directory is resolved against the config
+/// file's directory unless overridden.
+fn load_config(args: &ConfigArgs) -> Result<(Config, PathBuf)> {
+    let path = &args.config;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    let config = Config::from_toml(&text).with_context(|| format!("invalid config {}", path.display()))?;
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None if config.server.data_dir.is_absolute() => config.server.data_dir.clone(),
+        None => path.parent().unwrap_or(Path::new(".")).join(&config.server.data_dir),
+    };
+    Ok((config, data_dir))
+}
+
+fn open_engine(config: &Config, data_dir: &Path) -> Result<Engine> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    Engine::open(config, data_dir).with_context(|| {
+        format!("opening the store in {} (is a server already using it?)", data_dir.display())
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn serve(args: &ConfigArgs, listen: Option<SocketAddr>, insecure_no_auth: bool) -> Result<()> {
+    let (config, data_dir) = load_config(args)?;
+    let address = listen.unwrap_or(config.server.listen);
+    if let Err(message) = sluice_server::check_listen_address(address, insecure_no_auth) {
+        bail!(message);
+    }
+    let engine = open_engine(&config, &data_dir)?;
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+        let local = listener.local_addr()?;
+        println!("sluice: listening on http://{local}");
+        std::io::stdout().flush()?;
+        tracing::info!(%local, data_dir = %data_dir.display(), "Serving.");
+        sluice_server::serve(engine, listener, shutdown_signal()).await?;
+        tracing::info!("Stopped.");
+        Ok(())
+    })
+}
+
+pub(crate) async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn get(args: &ConfigArgs, collection: &str, key: &[String]) -> Result<()> {
+    let (config, data_dir) = load_config(args)?;
+    let engine = open_engine(&config, &data_dir)?;
+    let spec = engine.collection(collection)?;
+    let segments: Vec<&str> = key.iter().map(String::as_str).collect();
+    let key = sluice_core::Key::from_segments(&segments, spec.key.len())?;
+    let Some(stored) = engine.get(collection, &key)? else {
+        bail!("no document {key} in {collection}");
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&stored.doc)?;
+    let version = stored.version.map_or(serde_json::Value::Null, sluice_core::Version::to_json);
+    let out = serde_json::json!({"key": stored.key, "version": version, "doc": doc});
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn export(args: &ConfigArgs, collection: &str) -> Result<()> {
+    const PAGE: usize = 10_000;
+    let (config, data_dir) = load_config(args)?;
+    let engine = open_engine(&config, &data_dir)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut after: Option<String> = None;
+    loop {
+        let (docs, next) = engine.list(collection, after.as_deref(), PAGE)?;
+        for stored in &docs {
+            out.write_all(&stored.doc)?;
+            out.write_all(b"\n")?;
+        }
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn generate(collection: &str, count: u64, rate: u64, doctors: u64, seed: u64) -> Result<()> {
+    let mut generator = generator::Generator::new(seed, doctors);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let started = std::time::Instant::now();
+    let mut written = 0u64;
+    while count == 0 || written < count {
+        let event = generator.next_of(collection);
+        serde_json::to_writer(&mut out, &event)?;
+        out.write_all(b"\n")?;
+        written += 1;
+        if rate > 0 {
+            out.flush()?;
+            let due = std::time::Duration::from_secs_f64(written as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause.downcast_ref::<serde_json::Error>().is_some_and(|json| {
+                json.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe)
+            })
+    })
+}

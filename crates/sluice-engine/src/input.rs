@@ -113,6 +113,23 @@ fn parse_ndjson(spec: &CollectionSpec, text: &str, limits: Limits, events_max: u
     Ok(inputs)
 }
 
+/// Bulk loading: every non-empty line is an event, and a line that is not even JSON is
+/// rejected like any other bad event instead of failing the load. `first_line` numbers the
+/// lines in rejection origins.
+pub fn parse_lines_lenient(spec: &CollectionSpec, text: &str, first_line: usize, limits: Limits) -> Vec<Input> {
+    let mut inputs = Vec::with_capacity(text.len() / 64 + 1);
+    for (index, line) in text.split('\n').enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let origin = format!("line {}", first_line + index);
+        inputs.push(one(spec, line, limits, &origin).unwrap_or_else(|error| {
+            Input::Reject(rejection(EventError::from_json(&error).to_string(), line, &origin))
+        }));
+    }
+    inputs
+}
+
 /// One event's text. Syntax errors are the caller's (the request fails); everything else
 /// becomes a rejection.
 fn one(spec: &CollectionSpec, text: &str, limits: Limits, origin: &str) -> Result<Input, serde_json::Error> {
@@ -171,6 +188,15 @@ mod tests {
         assert_eq!(kinds(&parse("{\"id\": 1}\n\n{\"no\": 2}\n", BodyFormat::Ndjson).unwrap()), "ER");
         let long = format!(r#"{{"id": 1, "x": "{}"}}"#, "a".repeat(200));
         assert_eq!(kinds(&parse(&long, BodyFormat::Ndjson).unwrap()), "R");
+    }
+
+    #[test]
+    fn lenient_lines_reject_malformed_json() {
+        let inputs = parse_lines_lenient(&spec(), "{\"id\": 1}\n{oops\n\n{\"id\": 2}", 10, LIMITS);
+        assert_eq!(kinds(&inputs), "ERE");
+        let Input::Reject(rejection) = &inputs[1] else { unreachable!() };
+        assert_eq!(rejection.origin, "line 11");
+        assert!(rejection.reason.contains("malformed JSON"), "{}", rejection.reason);
     }
 
     #[test]
