@@ -14,9 +14,10 @@ use std::path::Path;
 use std::time::Instant;
 use tokio::task::JoinHandle;
 
-/// Submissions in flight per partition: enough to keep every writer busy while this
-/// thread parses the next block.
-const IN_FLIGHT_PER_PARTITION: usize = 2;
+/// Blocks parsed and submitted but not yet committed: enough to keep the writers busy
+/// while this thread parses the next block, few enough to bound memory (a parsed block
+/// takes several times its text).
+const IN_FLIGHT_BLOCKS: usize = 2;
 
 type Pending = JoinHandle<Result<Vec<ItemResult>, sluice_engine::EngineError>>;
 
@@ -42,7 +43,7 @@ pub fn run(config: &Config, data_dir: &Path, collection: &str, file: &Path, chun
     }
 
     let started = Instant::now();
-    let in_flight_max = IN_FLIGHT_PER_PARTITION * usize::from(engine.partitions());
+    let in_flight_max = IN_FLIGHT_BLOCKS;
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut counts = Counts::default();
     let mut blocks = LineBlocks::new(chunk_bytes, limits.event_bytes_max);

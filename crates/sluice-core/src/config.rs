@@ -95,6 +95,8 @@ pub struct EngineConfig {
     pub doc_cache_entries_max: usize,
     /// Block cache of the embedded store.
     pub store_cache_bytes: u64,
+    /// In-memory table size per keyspace of the embedded store, before it is flushed.
+    pub store_memtable_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -105,7 +107,8 @@ impl Default for EngineConfig {
             queue_submissions_max: 1024,
             enqueue_timeout_ms: 2_000,
             doc_cache_entries_max: 250_000,
-            store_cache_bytes: 64 << 20,
+            store_cache_bytes: 32 << 20,
+            store_memtable_bytes: 16 << 20,
         }
     }
 }

@@ -40,15 +40,23 @@ fn walk_members(path: &mut String, old: &Map<String, Value>, new: &Map<String, V
         if old_value == new_value {
             continue;
         }
-        let length = path.len();
-        path.push('/');
-        push_escaped(path, name);
-        match (old_value, new_value) {
-            (Some(Value::Object(old)), Some(Value::Object(new))) => walk_members(path, old, new, out),
-            _ => out.push(path.clone()),
-        }
-        path.truncate(length);
+        walk_member(path, name, old_value, new_value, out);
     }
+}
+
+/// Appends the changed paths under member `name` of the object at `path`.
+pub fn walk_member(path: &mut String, name: &str, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<String>) {
+    if old == new {
+        return;
+    }
+    let length = path.len();
+    path.push('/');
+    push_escaped(path, name);
+    match (old, new) {
+        (Some(Value::Object(old)), Some(Value::Object(new))) => walk_members(path, old, new, out),
+        _ => out.push(path.clone()),
+    }
+    path.truncate(length);
 }
 
 #[cfg(test)]

@@ -126,21 +126,20 @@ pub fn kind_name(value: &Value) -> &'static str {
     }
 }
 
-/// Iterative, so that the check itself cannot overflow the stack.
+/// Stops descending one level past the limit, so its own recursion is bounded by it.
 fn check_depth(root: &Map<String, Value>, depth_max: usize) -> Result<(), EventError> {
-    let mut stack: Vec<(&Value, usize)> = root.values().map(|value| (value, 2)).collect();
-    while let Some((value, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Object(members) => Box::new(members.values()),
-            Value::Array(items) => Box::new(items.iter()),
-            _ => continue,
-        };
-        if depth > depth_max {
-            return Err(EventError::TooDeep { max: depth_max });
+    fn within(value: &Value, depth: usize, depth_max: usize) -> bool {
+        match value {
+            Value::Object(members) => depth <= depth_max && members.values().all(|v| within(v, depth + 1, depth_max)),
+            Value::Array(items) => depth <= depth_max && items.iter().all(|v| within(v, depth + 1, depth_max)),
+            _ => true,
         }
-        stack.extend(children.map(|child| (child, depth + 1)));
     }
-    Ok(())
+    if root.values().all(|value| within(value, 2, depth_max)) {
+        Ok(())
+    } else {
+        Err(EventError::TooDeep { max: depth_max })
+    }
 }
 
 #[cfg(test)]

@@ -43,13 +43,39 @@ pub fn hash_value(value: &Value) -> u64 {
     hasher.finish()
 }
 
+/// [`hash_value`] of an object, without wrapping the map in a `Value`.
+pub fn hash_members(members: &serde_json::Map<String, Value>) -> u64 {
+    let mut hasher = Fnv64::default();
+    hash_object_into(&mut hasher, members);
+    hasher.finish()
+}
+
+fn hash_object_into(hasher: &mut Fnv64, members: &serde_json::Map<String, Value>) {
+    hasher.write(b"{");
+    hasher.write(&(members.len() as u64).to_le_bytes());
+    for (name, member) in members {
+        hasher.write(&(name.len() as u64).to_le_bytes());
+        hasher.write(name.as_bytes());
+        hash_into(hasher, member);
+    }
+}
+
 fn hash_into(hasher: &mut Fnv64, value: &Value) {
     match value {
         Value::Null => hasher.write(b"n"),
         Value::Bool(flag) => hasher.write(if *flag { b"t" } else { b"f" }),
         Value::Number(number) => {
-            hasher.write(b"#");
-            hasher.write(number.to_string().as_bytes());
+            // Integers and floats hash apart, as they compare apart.
+            if let Some(integer) = number.as_i64() {
+                hasher.write(b"i");
+                hasher.write(&integer.to_le_bytes());
+            } else if let Some(integer) = number.as_u64() {
+                hasher.write(b"u");
+                hasher.write(&integer.to_le_bytes());
+            } else {
+                hasher.write(b"f");
+                hasher.write(&number.as_f64().unwrap_or(0.0).to_bits().to_le_bytes());
+            }
         }
         Value::String(text) => {
             hasher.write(b"s");
@@ -63,15 +89,7 @@ fn hash_into(hasher: &mut Fnv64, value: &Value) {
                 hash_into(hasher, item);
             }
         }
-        Value::Object(members) => {
-            hasher.write(b"{");
-            hasher.write(&(members.len() as u64).to_le_bytes());
-            for (name, member) in members {
-                hasher.write(&(name.len() as u64).to_le_bytes());
-                hasher.write(name.as_bytes());
-                hash_into(hasher, member);
-            }
-        }
+        Value::Object(members) => hash_object_into(hasher, members),
     }
 }
 
@@ -92,5 +110,8 @@ mod tests {
         let b: Value = serde_json::from_str(r#"{"a":[1,"x"],"b":1}"#).unwrap();
         assert_eq!(hash_value(&a), hash_value(&b));
         assert_ne!(hash_value(&json!({"a": "1"})), hash_value(&json!({"a": 1})));
+        assert_ne!(hash_value(&json!(1)), hash_value(&json!(1.0)));
+        let object = json!({"a": [1, {"b": null}]});
+        assert_eq!(hash_members(object.as_object().unwrap()), hash_value(&object));
     }
 }

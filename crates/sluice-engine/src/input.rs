@@ -69,6 +69,7 @@ fn parse_json(spec: &CollectionSpec, text: &str, limits: Limits, events_max: usi
     if trimmed.is_empty() {
         return Err(BodyError::Empty);
     }
+    let text = trimmed;
     let body_error = |error: serde_json::Error| {
         let EventError::Json { line, column, message } = EventError::from_json(&error) else {
             unreachable!("from_json always builds EventError::Json")
@@ -76,7 +77,7 @@ fn parse_json(spec: &CollectionSpec, text: &str, limits: Limits, events_max: usi
         BodyError::Json { line, column, message }
     };
     if !trimmed.starts_with('[') {
-        return Ok(vec![one(spec, text, limits, "body").map_err(body_error)?]);
+        return Ok(vec![one(spec, text, limits, || "body".to_owned()).map_err(body_error)?]);
     }
     let elements: Vec<&RawValue> = serde_json::from_str(text).map_err(body_error)?;
     if elements.len() > events_max {
@@ -85,7 +86,7 @@ fn parse_json(spec: &CollectionSpec, text: &str, limits: Limits, events_max: usi
     elements
         .into_iter()
         .enumerate()
-        .map(|(index, raw)| one(spec, raw.get(), limits, &format!("element {index}")).map_err(body_error))
+        .map(|(index, raw)| one(spec, raw.get(), limits, || format!("element {index}")).map_err(body_error))
         .collect()
 }
 
@@ -99,7 +100,7 @@ fn parse_ndjson(spec: &CollectionSpec, text: &str, limits: Limits, events_max: u
             return Err(BodyError::TooManyEvents { max: events_max });
         }
         let number = index + 1;
-        let input = one(spec, line, limits, &format!("line {number}")).map_err(|error| {
+        let input = one(spec, line, limits, || format!("line {number}")).map_err(|error| {
             let EventError::Json { column, message, .. } = EventError::from_json(&error) else {
                 unreachable!("from_json always builds EventError::Json")
             };
@@ -122,9 +123,9 @@ pub fn parse_lines_lenient(spec: &CollectionSpec, text: &str, first_line: usize,
         if line.trim().is_empty() {
             continue;
         }
-        let origin = format!("line {}", first_line + index);
-        inputs.push(one(spec, line, limits, &origin).unwrap_or_else(|error| {
-            Input::Reject(rejection(EventError::from_json(&error).to_string(), line, &origin))
+        let origin = || format!("line {}", first_line + index);
+        inputs.push(one(spec, line, limits, origin).unwrap_or_else(|error| {
+            Input::Reject(rejection(EventError::from_json(&error).to_string(), line, &origin()))
         }));
     }
     inputs
@@ -132,15 +133,16 @@ pub fn parse_lines_lenient(spec: &CollectionSpec, text: &str, first_line: usize,
 
 /// One event's text. Syntax errors are the caller's (the request fails); everything else
 /// becomes a rejection.
-fn one(spec: &CollectionSpec, text: &str, limits: Limits, origin: &str) -> Result<Input, serde_json::Error> {
+/// `origin` names the event in the rejected log; it is only built for rejections.
+fn one(spec: &CollectionSpec, text: &str, limits: Limits, origin: impl Fn() -> String) -> Result<Input, serde_json::Error> {
     if text.len() > limits.event_bytes_max {
         let error = EventError::TooLarge { bytes: text.len(), max: limits.event_bytes_max };
-        return Ok(Input::Reject(rejection(error.to_string(), text, origin)));
+        return Ok(Input::Reject(rejection(error.to_string(), text, &origin())));
     }
     let value: Value = serde_json::from_str(text)?;
     Ok(match event::from_value(spec, value, limits) {
         Ok(event) => Input::Event(event),
-        Err(error) => Input::Reject(rejection(error.to_string(), text, origin)),
+        Err(error) => Input::Reject(rejection(error.to_string(), text, &origin())),
     })
 }
 

@@ -17,7 +17,7 @@ pub use sluice_store::Counters;
 use serde::Serialize;
 use sluice_core::event::{CollectionSpec, Limits};
 use sluice_core::{Config, Cursor, CursorError, Key, Version, codec};
-use sluice_store::{Bytes, Store, StoreError};
+use sluice_store::{Bytes, Store, StoreError, StoreOptions};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -150,7 +150,11 @@ impl Engine {
     pub fn open(config: &Config, data_dir: &Path) -> Result<Self, EngineError> {
         config.validate().map_err(|error| EngineError::Config(error.to_string()))?;
         let partitions = config.engine.partitions;
-        let store = Store::open(data_dir, partitions, config.engine.store_cache_bytes)?;
+        let options = StoreOptions {
+            cache_bytes: config.engine.store_cache_bytes,
+            memtable_bytes: config.engine.store_memtable_bytes,
+        };
+        let store = Store::open(data_dir, partitions, options)?;
         let stored_counters = store.load_counters()?;
         let mut collections = Vec::with_capacity(config.collections.len());
         for collection in &config.collections {

@@ -40,6 +40,9 @@ struct BatchState<'a> {
     /// Keys whose stored state changed, with their document's JSON when already known.
     dirty: HashMap<CacheKey, Option<Vec<u8>>>,
     deltas: Vec<Counters>,
+    /// Change record bodies, at offsets from `first_offset` on.
+    changes: Vec<Vec<u8>>,
+    first_offset: u64,
     ts_ms: u64,
 }
 
@@ -92,6 +95,8 @@ impl Writer {
             store_batch: shared.store.batch(),
             dirty: HashMap::new(),
             deltas: vec![Counters::default(); shared.collections.len()],
+            changes: Vec::new(),
+            first_offset: self.next_offset,
             ts_ms: now_ms(),
         };
         let offset_before = self.next_offset;
@@ -181,7 +186,7 @@ impl Writer {
                         &applied.changed,
                         batch.ts_ms,
                     );
-                    batch.store_batch.append_change(self.partition, self.next_offset, body);
+                    batch.changes.push(body);
                     self.next_offset += 1;
                     delta.documents += i64::from(state.doc().is_some()) - i64::from(existed);
                     doc_json
@@ -225,7 +230,9 @@ impl Writer {
 
     /// Writes the final state of every dirty key and the new counters, then commits.
     fn finish(&mut self, batch: BatchState<'_>) -> Result<(), EngineError> {
-        let BatchState { mut store_batch, dirty, deltas, .. } = batch;
+        let BatchState { mut store_batch, dirty, deltas, changes, first_offset, .. } = batch;
+        debug_assert_eq!(first_offset + changes.len() as u64, self.next_offset);
+        store_batch.append_changes(self.partition, first_offset, &changes);
         for ((collection, key_bytes), doc_json) in dirty {
             let Some(state) = self.cache.get(&(collection, key_bytes.clone())) else {
                 debug_assert!(false, "a dirty key is always cached");

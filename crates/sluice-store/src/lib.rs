@@ -4,9 +4,13 @@
 //! | keyspace   | key                                  | value                          |
 //! |------------|--------------------------------------|--------------------------------|
 //! | `docs`     | collection `\0` encoded key          | `sluice_core::codec` record    |
-//! | `changes`  | partition u16 BE, offset u64 BE      | change record body (JSON)      |
+//! | `changes`  | partition u16 BE, first offset u64 BE| a chunk of change record bodies |
 //! | `rejected` | collection `\0` seq u64 BE           | rejected event (JSON)          |
 //! | `meta`     | `partitions`, `stats\0coll\0` p u16  | u16 BE, counters (u64 LE each) |
+//!
+//! The change log is stored in chunks, one per committed batch and partition, so that a
+//! batch of thousands of events costs one entry of the LSM tree rather than thousands; a
+//! chunk is `count u32 | (len u32 | body)*`.
 //!
 //! Every write goes through one [`Batch`], which is atomic across keyspaces; durability
 //! comes from [`Store::sync`], so that several batches share one fsync (group commit).
@@ -79,6 +83,16 @@ impl Counters {
     }
 }
 
+/// Memory the store may use.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreOptions {
+    /// Block cache for reads.
+    pub cache_bytes: u64,
+    /// Size at which a keyspace's in-memory table is sealed and flushed to disk; bounds
+    /// the memory writes take (about three such tables per busy keyspace at peak).
+    pub memtable_bytes: u64,
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: Database,
@@ -93,9 +107,10 @@ const META_STATS: &[u8] = b"stats\0";
 
 impl Store {
     /// Opens (or creates) the store and pins the partition count on first use.
-    pub fn open(path: &Path, partitions: u16, cache_bytes: u64) -> Result<Self> {
-        let db = Database::builder(path).cache_size(cache_bytes).open()?;
-        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+    pub fn open(path: &Path, partitions: u16, options: StoreOptions) -> Result<Self> {
+        let db = Database::builder(path).cache_size(options.cache_bytes).open()?;
+        let memtable_bytes = options.memtable_bytes.max(1 << 20);
+        let open = |name: &str| db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes));
         let store = Self {
             docs: open("docs")?,
             changes: open("changes")?,
@@ -162,23 +177,37 @@ impl Store {
         match self.changes.prefix(prefix).next_back() {
             None => Ok(0),
             Some(guard) => {
-                let key = guard.key()?;
-                decode_change_key(&key).map(|(_, offset)| offset + 1)
+                let (key, chunk) = guard.into_inner()?;
+                let (_, first) = decode_change_key(&key)?;
+                Ok(first + u64::from(chunk_count(&chunk)?))
             }
         }
     }
 
     /// Change records of `partition` with offsets in `from..until`, at most `limit`.
     pub fn read_changes(&self, partition: u16, from: u64, until: u64, limit: usize) -> Result<Vec<(u64, Bytes)>> {
-        if from >= until {
+        if from >= until || limit == 0 {
             return Ok(Vec::new());
         }
-        let range = change_key(partition, from)..change_key(partition, until);
+        // Start at the chunk that holds `from`: the last one whose first offset is <= from.
+        let start = match self.changes.range(change_key(partition, 0)..=change_key(partition, from)).next_back() {
+            Some(guard) => guard.key()?.to_vec(),
+            None => change_key(partition, from).to_vec(),
+        };
         let mut out = Vec::with_capacity(limit.min(1024));
-        for guard in self.changes.range(range).take(limit) {
-            let (key, value) = guard.into_inner()?;
-            let (_, offset) = decode_change_key(&key)?;
-            out.push((offset, value));
+        for guard in self.changes.range(start..change_key(partition, until).to_vec()) {
+            let (key, chunk) = guard.into_inner()?;
+            let (_, first) = decode_change_key(&key)?;
+            for (index, body) in ChunkIter::new(&chunk)?.enumerate() {
+                let offset = first + index as u64;
+                if offset < from {
+                    continue;
+                }
+                if offset >= until || out.len() == limit {
+                    return Ok(out);
+                }
+                out.push((offset, Bytes::from(body?)));
+            }
         }
         Ok(out)
     }
@@ -238,8 +267,20 @@ impl Batch<'_> {
         self.inner.insert(&self.store.docs, doc_key(collection, key), record);
     }
 
-    pub fn append_change(&mut self, partition: u16, offset: u64, body: Vec<u8>) {
-        self.inner.insert(&self.store.changes, change_key(partition, offset), body);
+    /// Appends change records with consecutive offsets starting at `first_offset`.
+    pub fn append_changes(&mut self, partition: u16, first_offset: u64, bodies: &[Vec<u8>]) {
+        if bodies.is_empty() {
+            return;
+        }
+        let length = 4 + bodies.iter().map(|body| body.len() + 4).sum::<usize>();
+        let mut chunk = Vec::with_capacity(length);
+        chunk.extend_from_slice(&(bodies.len() as u32).to_le_bytes());
+        for body in bodies {
+            chunk.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            chunk.extend_from_slice(body);
+        }
+        debug_assert_eq!(chunk.len(), length);
+        self.inner.insert(&self.store.changes, change_key(partition, first_offset), chunk);
     }
 
     pub fn put_rejected(&mut self, collection: &str, seq: u64, record: Vec<u8>) {
@@ -304,6 +345,46 @@ fn decode_change_key(key: &[u8]) -> Result<(u16, u64)> {
     let partition = <[u8; 2]>::try_from(key.get(..2).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
     let offset = <[u8; 8]>::try_from(key.get(2..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
     Ok((u16::from_be_bytes(partition), u64::from_be_bytes(offset)))
+}
+
+fn chunk_count(chunk: &[u8]) -> Result<u32> {
+    let count = chunk.get(..4).ok_or(StoreError::Corrupt { what: "change-log chunk" })?;
+    Ok(u32::from_le_bytes([count[0], count[1], count[2], count[3]]))
+}
+
+/// The bodies of a change-log chunk, checked against the chunk's length as they are read.
+struct ChunkIter<'a> {
+    rest: &'a [u8],
+    remaining: u32,
+}
+
+impl<'a> ChunkIter<'a> {
+    fn new(chunk: &'a [u8]) -> Result<Self> {
+        Ok(Self { remaining: chunk_count(chunk)?, rest: &chunk[4..] })
+    }
+}
+
+impl<'a> Iterator for ChunkIter<'a> {
+    type Item = Result<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let corrupt = StoreError::Corrupt { what: "change-log chunk" };
+        let Some((length, rest)) = self.rest.split_first_chunk::<4>() else {
+            self.remaining = 0;
+            return Some(Err(corrupt));
+        };
+        let length = u32::from_le_bytes(*length) as usize;
+        let Some((body, rest)) = rest.split_at_checked(length) else {
+            self.remaining = 0;
+            return Some(Err(corrupt));
+        };
+        self.rest = rest;
+        Some(Ok(body))
+    }
 }
 
 fn decode_seq(bytes: &[u8]) -> Result<u64> {

@@ -1,7 +1,9 @@
 use super::*;
 
+const OPTIONS: StoreOptions = StoreOptions { cache_bytes: 1 << 20, memtable_bytes: 1 << 20 };
+
 fn open(dir: &Path) -> Store {
-    Store::open(dir, 2, 1 << 20).unwrap()
+    Store::open(dir, 2, OPTIONS).unwrap()
 }
 
 #[test]
@@ -11,8 +13,7 @@ fn batch_is_atomic_and_survives_reopen() {
         let store = open(dir.path());
         let mut batch = store.batch();
         batch.put_doc("doctor", b"17", b"doc".to_vec());
-        batch.append_change(1, 0, b"{}".to_vec());
-        batch.append_change(1, 1, b"{}".to_vec());
+        batch.append_changes(1, 0, &[b"{}".to_vec(), b"{}".to_vec()]);
         batch.put_counters("doctor", 1, &Counters { applied: 2, documents: 1, ..Counters::default() });
         batch.put_rejected("doctor", 1, b"bad".to_vec());
         batch.commit().unwrap();
@@ -34,7 +35,7 @@ fn batch_is_atomic_and_survives_reopen() {
 fn partition_count_is_pinned() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
-    let error = Store::open(dir.path(), 3, 1 << 20).err().unwrap();
+    let error = Store::open(dir.path(), 3, OPTIONS).err().unwrap();
     assert!(error.to_string().contains("created with 2 partitions"), "{error}");
 }
 
@@ -60,4 +61,33 @@ fn scans_stay_inside_their_collection() {
     let seqs: Vec<u64> = store.scan_rejected("a", 1, 10).unwrap().into_iter().map(|(seq, _)| seq).collect();
     assert_eq!(seqs, vec![2, 3]);
     assert_eq!(store.last_rejected_seq("a").unwrap(), 3);
+}
+
+#[test]
+fn change_chunks_read_at_any_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let body = |offset: u64| offset.to_string().into_bytes();
+    let mut next = 0;
+    for size in [3u64, 1, 5, 2] {
+        let mut batch = store.batch();
+        batch.append_changes(0, next, &(next..next + size).map(body).collect::<Vec<_>>());
+        batch.commit().unwrap();
+        next += size;
+    }
+    assert_eq!(store.next_change_offset(0).unwrap(), 11);
+    for from in 0..11 {
+        for until in from..=12 {
+            for limit in [1, 3, 100] {
+                let got = store.read_changes(0, from, until, limit).unwrap();
+                let expected: Vec<u64> = (from..until.min(11)).take(limit).collect();
+                let offsets: Vec<u64> = got.iter().map(|(offset, _)| *offset).collect();
+                assert_eq!(offsets, expected, "from {from} until {until} limit {limit}");
+                for (offset, bytes) in got {
+                    assert_eq!(&*bytes, body(offset).as_slice());
+                }
+            }
+        }
+    }
+    assert!(store.read_changes(1, 0, 10, 10).unwrap().is_empty());
 }

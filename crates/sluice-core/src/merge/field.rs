@@ -92,10 +92,17 @@ impl Node {
             touched = true;
         }
         for (name, member) in members {
-            let child = self.children.entry(name.clone()).or_default();
-            touched |= child.apply(member, stamp);
-            if child.is_empty() {
-                self.children.remove(name);
+            if let Some(child) = self.children.get_mut(name) {
+                touched |= child.apply(member, stamp);
+                if child.is_empty() {
+                    self.children.remove(name);
+                }
+                continue;
+            }
+            let mut child = Node::default();
+            if child.apply(member, stamp) {
+                touched = true;
+                self.children.insert(name.clone(), child);
             }
         }
         touched

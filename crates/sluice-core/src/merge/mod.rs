@@ -7,7 +7,6 @@ pub use field::{Node, Stamp};
 
 use crate::config::Ordering;
 use crate::diff::changed_paths;
-use crate::hash::hash_value;
 use crate::version::{Version, VersionError};
 use serde_json::{Map, Value};
 use std::cmp::Ordering as CmpOrdering;
@@ -199,7 +198,7 @@ impl FieldState {
             let stale = deleted || older;
             return Applied::unchanged(if stale { Outcome::Stale } else { Outcome::Noop });
         }
-        self.refresh()
+        self.refresh_members(patch)
     }
 
     fn apply_delete(&mut self, stamp: Stamp) -> Applied {
@@ -216,18 +215,38 @@ impl FieldState {
         let outcome = if changed.is_empty() { Outcome::Noop } else { Outcome::Applied };
         Applied { outcome, changed, state_changed: true }
     }
+
+    /// After an object patch on a visible document, only the patched members can have
+    /// changed: recompute those instead of the whole document.
+    fn refresh_members(&mut self, patch: &Map<String, Value>) -> Applied {
+        let (Some(doc), true) = (self.doc.as_mut(), self.root.shows_object()) else {
+            return self.refresh();
+        };
+        let mut changed = Vec::new();
+        let mut path = String::new();
+        for name in patch.keys() {
+            let new = self.root.children.get(name).and_then(Node::visible);
+            crate::diff::walk_member(&mut path, name, doc.get(name), new.as_ref(), &mut changed);
+            match new {
+                Some(value) => {
+                    if let Some(slot) = doc.get_mut(name) {
+                        *slot = value;
+                    } else {
+                        doc.insert(name.clone(), value);
+                    }
+                }
+                None => {
+                    doc.remove(name);
+                }
+            }
+        }
+        let outcome = if changed.is_empty() { Outcome::Noop } else { Outcome::Applied };
+        Applied { outcome, changed, state_changed: true }
+    }
 }
 
 fn hash_object(members: &Map<String, Value>) -> u64 {
-    // Hashing through a borrowed wrapper would need unsafe or a clone; the map is small
-    // and hashed once per event, so hash its members directly.
-    let mut hasher = crate::hash::Fnv64::default();
-    for (name, member) in members {
-        hasher.write(&(name.len() as u64).to_le_bytes());
-        hasher.write(name.as_bytes());
-        hasher.write(&hash_value(member).to_le_bytes());
-    }
-    hasher.finish()
+    crate::hash::hash_members(members)
 }
 
 #[cfg(test)]
