@@ -19,16 +19,23 @@ pub fn run(data_dir: Option<PathBuf>, listen: SocketAddr, rate: u64) -> Result<(
         bail!(message);
     }
     let config = Config::from_toml(EXAMPLE_CONFIG).context("the built-in example config")?;
-    let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id())));
+    let data_dir = data_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()))
+    });
     let engine = open_engine(&config, &data_dir)?;
     runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
         let local = listener.local_addr()?;
         print_banner(local, &data_dir, rate);
         let feeder = tokio::spawn(feed(engine.clone(), rate));
         sluice_server::serve(engine, listener, shutdown_signal()).await?;
         feeder.abort();
-        println!("sluice demo: stopped; the data stays in {}", data_dir.display());
+        println!(
+            "sluice demo: stopped; the data stays in {}",
+            data_dir.display()
+        );
         Ok(())
     })
 }
@@ -71,7 +78,9 @@ async fn feed(engine: Engine, rate: u64) {
             lines.push('\n');
         }
         for (collection, lines) in by_collection {
-            let Ok(spec) = engine.collection(collection) else { continue };
+            let Ok(spec) = engine.collection(collection) else {
+                continue;
+            };
             let inputs = input::parse_lines_lenient(spec, &lines, 1, engine.event_limits());
             if let Err(error) = engine.submit(collection, inputs).await {
                 tracing::warn!(%error, collection, "Demo feed could not submit.");

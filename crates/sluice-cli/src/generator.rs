@@ -5,13 +5,39 @@
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
 
-pub const COLLECTIONS: &[&str] = &["doctor", "location", "availability", "appointment", "insurance_plan"];
+pub const COLLECTIONS: &[&str] = &[
+    "doctor",
+    "location",
+    "availability",
+    "appointment",
+    "insurance_plan",
+];
 
-const FIRST: &[&str] = &["Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jo"];
-const LAST: &[&str] = &["Smith", "Okafor", "Nguyen", "Garcia", "Kowalski", "Haddad", "Ito", "Berg"];
-const SPECIALTIES: &[&str] = &["cardiology", "oncology", "pediatrics", "neurology", "radiology", "surgery"];
-const SITES: &[&str] = &["Chicago Hope", "St Mary", "General", "Mercy", "University", "Children's"];
-const CITIES: &[&str] = &["Chicago", "Boston", "Lagos", "Hanoi", "Madrid", "Warsaw", "Osaka", "Oslo"];
+const FIRST: &[&str] = &[
+    "Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jo",
+];
+const LAST: &[&str] = &[
+    "Smith", "Okafor", "Nguyen", "Garcia", "Kowalski", "Haddad", "Ito", "Berg",
+];
+const SPECIALTIES: &[&str] = &[
+    "cardiology",
+    "oncology",
+    "pediatrics",
+    "neurology",
+    "radiology",
+    "surgery",
+];
+const SITES: &[&str] = &[
+    "Chicago Hope",
+    "St Mary",
+    "General",
+    "Mercy",
+    "University",
+    "Children's",
+];
+const CITIES: &[&str] = &[
+    "Chicago", "Boston", "Lagos", "Hanoi", "Madrid", "Warsaw", "Osaka", "Oslo",
+];
 const PLANS: &[&str] = &["Basic", "Silver", "Gold", "Platinum"];
 /// Events held back and released later, to deliver some out of order.
 const REORDER_WINDOW: usize = 16;
@@ -70,23 +96,30 @@ impl Generator {
     pub fn next_event(&mut self) -> (&'static str, Value) {
         // 3 % duplicates of a recent delivery, 5 % reordered through a small window.
         if self.rng.chance(3)
-            && let Some(recent) = self.recent.get(self.rng.below(self.recent.len() as u64) as usize)
+            && let Some(recent) = self
+                .recent
+                .get(self.rng.below(self.recent.len() as u64) as usize)
         {
             return recent.clone();
         }
         let fresh = self.fresh();
         let event = if self.rng.chance(5) {
+            // Hold this one back; release the oldest held event once the window is full.
             self.held.push_back(fresh);
-            if self.held.len() > REORDER_WINDOW { self.held.pop_front() } else { None }
-        } else if self.rng.chance(10) {
-            self.held.pop_front().map(|held| {
-                self.held.push_back(fresh.clone());
-                held
-            })
+            match self.held.len() > REORDER_WINDOW {
+                true => self.held.pop_front(),
+                false => None,
+            }
+            .unwrap_or_else(|| self.fresh())
+        } else if self.rng.chance(10)
+            && let Some(held) = self.held.pop_front()
+        {
+            // A held event arrives late, after newer ones.
+            self.held.push_back(fresh);
+            held
         } else {
-            None
-        }
-        .unwrap_or_else(|| self.fresh());
+            fresh
+        };
         self.recent.push_back(event.clone());
         if self.recent.len() > 64 {
             self.recent.pop_front();
@@ -127,7 +160,11 @@ impl Generator {
     }
 
     fn maybe_null(&mut self, value: Value) -> Value {
-        if self.rng.chance(6) { Value::Null } else { value }
+        if self.rng.chance(6) {
+            Value::Null
+        } else {
+            value
+        }
     }
 
     fn doctor(&mut self, version: u64) -> Value {
@@ -138,12 +175,18 @@ impl Generator {
         let fields = 1 + self.rng.below(3);
         for _ in 0..fields {
             let (name, value) = match self.rng.below(7) {
-                0 => ("name", json!(format!("{} {}", self.rng.pick(FIRST), self.rng.pick(LAST)))),
+                0 => (
+                    "name",
+                    json!(format!("{} {}", self.rng.pick(FIRST), self.rng.pick(LAST))),
+                ),
                 1 => ("specialty", json!(self.rng.pick(SPECIALTIES))),
                 2 => ("location_id", json!(self.rng.below(self.locations()))),
                 3 => ("accepting_patients", json!(self.rng.chance(70))),
                 4 => ("rating", json!((10 + self.rng.below(41)) as f64 / 10.0)),
-                5 => ("contact", json!({"phone": format!("+1-312-555-{:04}", self.rng.below(10_000))})),
+                5 => (
+                    "contact",
+                    json!({"phone": format!("+1-312-555-{:04}", self.rng.below(10_000))}),
+                ),
                 _ => ("plans", json!([self.rng.pick(PLANS), self.rng.pick(PLANS)])),
             };
             let value = self.maybe_null(value);
@@ -202,7 +245,12 @@ fn time_text(unix_s: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", seconds / 3600, seconds % 3600 / 60, seconds % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        seconds / 3600,
+        seconds % 3600 / 60,
+        seconds % 60
+    )
 }
 
 #[cfg(test)]

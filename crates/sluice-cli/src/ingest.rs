@@ -21,7 +21,13 @@ const IN_FLIGHT_BLOCKS: usize = 2;
 
 type Pending = JoinHandle<Result<Vec<ItemResult>, sluice_engine::EngineError>>;
 
-pub fn run(config: &Config, data_dir: &Path, collection: &str, file: &Path, chunk_bytes: usize) -> Result<()> {
+pub fn run(
+    config: &Config,
+    data_dir: &Path,
+    collection: &str,
+    file: &Path,
+    chunk_bytes: usize,
+) -> Result<()> {
     let engine = open_engine(config, data_dir)?;
     let spec = engine.collection(collection)?.clone();
     let limits = engine.event_limits();
@@ -33,12 +39,22 @@ pub fn run(config: &Config, data_dir: &Path, collection: &str, file: &Path, chun
     let (mut reader, length): (Box<dyn Read>, u64) = if file == Path::new("-") {
         (Box::new(std::io::stdin().lock()), 0)
     } else {
-        let opened = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-        let length = opened.metadata().map(|metadata| metadata.len()).unwrap_or(0);
+        let opened =
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let length = opened
+            .metadata()
+            .map(|metadata| metadata.len())
+            .unwrap_or(0);
         (Box::new(opened), length)
     };
-    let progress = if length > 0 { ProgressBar::new(length) } else { ProgressBar::new_spinner() };
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}") {
+    let progress = if length > 0 {
+        ProgressBar::new(length)
+    } else {
+        ProgressBar::new_spinner()
+    };
+    if let Ok(style) = ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ) {
         progress.set_style(style);
     }
 
@@ -48,7 +64,10 @@ pub fn run(config: &Config, data_dir: &Path, collection: &str, file: &Path, chun
     let mut counts = Counts::default();
     let mut blocks = LineBlocks::new(chunk_bytes, limits.event_bytes_max);
     let mut next_line = 1;
-    while let Some(block) = blocks.next_block(&mut reader).with_context(|| format!("reading {}", file.display()))? {
+    while let Some(block) = blocks
+        .next_block(&mut reader)
+        .with_context(|| format!("reading {}", file.display()))?
+    {
         progress.inc(block.bytes as u64);
         let mut inputs = input::parse_lines_lenient(&spec, &block.text, next_line, limits);
         inputs.extend(block.oversized.into_iter().map(Input::Reject));
@@ -126,7 +145,12 @@ struct LineBlocks {
 
 impl LineBlocks {
     fn new(block_bytes: usize, line_bytes_max: usize) -> Self {
-        Self { block_bytes: block_bytes.max(4096), line_bytes_max, carry: Vec::new(), eof: false }
+        Self {
+            block_bytes: block_bytes.max(4096),
+            line_bytes_max,
+            carry: Vec::new(),
+            eof: false,
+        }
     }
 
     fn next_block(&mut self, reader: &mut dyn Read) -> std::io::Result<Option<Block>> {
@@ -145,7 +169,11 @@ impl LineBlocks {
                 buffer.truncate(start + read);
                 self.eof = read == 0;
             }
-            let cut = if self.eof { Some(buffer.len()) } else { buffer.iter().rposition(|b| *b == b'\n').map(|i| i + 1) };
+            let cut = if self.eof {
+                Some(buffer.len())
+            } else {
+                buffer.iter().rposition(|b| *b == b'\n').map(|i| i + 1)
+            };
             match cut {
                 Some(cut) => {
                     self.carry = buffer.split_off(cut);
@@ -153,7 +181,10 @@ impl LineBlocks {
                 }
                 None if buffer.len() > self.line_bytes_max => {
                     // One line bigger than any event may be: keep its head, skip the rest.
-                    let head = String::from_utf8_lossy(&buffer[..input::REJECTED_TEXT_BYTES_MAX.min(buffer.len())]).into_owned();
+                    let head = String::from_utf8_lossy(
+                        &buffer[..input::REJECTED_TEXT_BYTES_MAX.min(buffer.len())],
+                    )
+                    .into_owned();
                     let (skipped, rest) = skip_line(reader, &mut self.eof)?;
                     skipped_bytes += buffer.len() + skipped;
                     let reason = format!("line is over the limit of {} bytes", self.line_bytes_max);
@@ -170,7 +201,12 @@ impl LineBlocks {
             Ok(text) => text,
             Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
         };
-        Ok(Some(Block { text, lines, bytes, oversized }))
+        Ok(Some(Block {
+            text,
+            lines,
+            bytes,
+            oversized,
+        }))
     }
 }
 
@@ -213,15 +249,24 @@ mod tests {
         let got = blocks("a\nbb\nccc\n", 5, 100);
         let joined: String = got.iter().map(|(text, _, _)| text.as_str()).collect();
         assert_eq!(joined, "a\nbb\nccc\n");
-        assert!(got.iter().all(|(text, _, _)| text.is_empty() || text.ends_with('\n')));
+        assert!(
+            got.iter()
+                .all(|(text, _, _)| text.is_empty() || text.ends_with('\n'))
+        );
         assert_eq!(got.iter().map(|(_, lines, _)| lines).sum::<usize>(), 3);
 
         let long = "x".repeat(50_000);
         let got = blocks(&format!("a\n{long}\nb\n"), 4096, 1000);
         let joined: String = got.iter().map(|(text, _, _)| text.as_str()).collect();
         assert_eq!(joined, "a\nb\n");
-        assert_eq!(got.iter().map(|(_, _, oversized)| oversized).sum::<usize>(), 1);
+        assert_eq!(
+            got.iter().map(|(_, _, oversized)| oversized).sum::<usize>(),
+            1
+        );
         assert_eq!(got.iter().map(|(_, lines, _)| lines).sum::<usize>(), 3);
-        assert_eq!(blocks("no newline at end", 4096, 100)[0].0, "no newline at end");
+        assert_eq!(
+            blocks("no newline at end", 4096, 100)[0].0,
+            "no newline at end"
+        );
     }
 }

@@ -19,7 +19,11 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Sluice: partial change events in, always-fresh documents and a change log out.")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: partial change events in, always-fresh documents and a change log out."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -116,7 +120,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }));
+    init_logging(matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Demo { .. }
+    ));
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -131,16 +138,40 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Serve { config, listen, insecure_no_auth } => serve(&config, listen, insecure_no_auth),
-        Command::Ingest { config, collection, file, chunk_bytes, batch_events } => {
+        Command::Serve {
+            config,
+            listen,
+            insecure_no_auth,
+        } => serve(&config, listen, insecure_no_auth),
+        Command::Ingest {
+            config,
+            collection,
+            file,
+            chunk_bytes,
+            batch_events,
+        } => {
             let (mut config, data_dir) = load_config(&config)?;
             config.engine.batch_events_max = batch_events.max(1);
             ingest::run(&config, &data_dir, &collection, &file, chunk_bytes)
         }
-        Command::Get { config, collection, key } => get(&config, &collection, &key),
+        Command::Get {
+            config,
+            collection,
+            key,
+        } => get(&config, &collection, &key),
         Command::Export { config, collection } => export(&config, &collection),
-        Command::Gen { collection, count, rate, doctors, seed } => generate(&collection, count, rate, doctors, seed),
-        Command::Demo { data_dir, listen, rate } => demo::run(data_dir, listen, rate),
+        Command::Gen {
+            collection,
+            count,
+            rate,
+            doctors,
+            seed,
+        } => generate(&collection, count, rate, doctors, seed),
+        Command::Demo {
+            data_dir,
+            listen,
+            rate,
+        } => demo::run(data_dir, listen, rate),
     }
 }
 
@@ -148,32 +179,47 @@ fn init_logging(verbose: bool) {
     let default = if verbose { "info" } else { "warn" };
     let level = std::env::var("SLUICE_LOG").unwrap_or_else(|_| default.to_owned());
     let level = level.parse().unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Reads and validates the config; the data directory is resolved against the config
 /// file's directory unless overridden.
 fn load_config(args: &ConfigArgs) -> Result<(Config, PathBuf)> {
     let path = &args.config;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-    let config = Config::from_toml(&text).with_context(|| format!("invalid config {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    let config =
+        Config::from_toml(&text).with_context(|| format!("invalid config {}", path.display()))?;
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None if config.server.data_dir.is_absolute() => config.server.data_dir.clone(),
-        None => path.parent().unwrap_or(Path::new(".")).join(&config.server.data_dir),
+        None => path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&config.server.data_dir),
     };
     Ok((config, data_dir))
 }
 
 fn open_engine(config: &Config, data_dir: &Path) -> Result<Engine> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     Engine::open(config, data_dir).with_context(|| {
-        format!("opening the store in {} (is a server already using it?)", data_dir.display())
+        format!(
+            "opening the store in {} (is a server already using it?)",
+            data_dir.display()
+        )
     })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn serve(args: &ConfigArgs, listen: Option<SocketAddr>, insecure_no_auth: bool) -> Result<()> {
@@ -184,7 +230,9 @@ fn serve(args: &ConfigArgs, listen: Option<SocketAddr>, insecure_no_auth: bool) 
     }
     let engine = open_engine(&config, &data_dir)?;
     runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
         let local = listener.local_addr()?;
         println!("sluice: listening on http://{local}");
         std::io::stdout().flush()?;
@@ -199,13 +247,14 @@ pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {},
             _ = terminate.recv() => {},
@@ -225,7 +274,9 @@ fn get(args: &ConfigArgs, collection: &str, key: &[String]) -> Result<()> {
         bail!("no document {key} in {collection}");
     };
     let doc: serde_json::Value = serde_json::from_slice(&stored.doc)?;
-    let version = stored.version.map_or(serde_json::Value::Null, sluice_core::Version::to_json);
+    let version = stored
+        .version
+        .map_or(serde_json::Value::Null, sluice_core::Version::to_json);
     let out = serde_json::json!({"key": stored.key, "version": version, "doc": doc});
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
@@ -278,9 +329,11 @@ fn generate(collection: &str, count: u64, rate: u64, doctors: u64, seed: u64) ->
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || cause.downcast_ref::<serde_json::Error>().is_some_and(|json| {
-                json.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe)
-            })
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .is_some_and(|json| json.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
     })
 }

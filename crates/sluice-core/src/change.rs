@@ -42,7 +42,11 @@ pub fn encode_body(
     out.extend_from_slice(b",\"key\":");
     write_json(&mut out, &key.to_json());
     out.extend_from_slice(b",\"op\":");
-    out.extend_from_slice(if doc_json.is_some() { b"\"upsert\"" } else { b"\"delete\"" });
+    out.extend_from_slice(if doc_json.is_some() {
+        b"\"upsert\""
+    } else {
+        b"\"delete\""
+    });
     out.extend_from_slice(b",\"version\":");
     write_json(&mut out, &version.map_or(Value::Null, Version::to_json));
     out.extend_from_slice(b",\"doc\":");
@@ -78,7 +82,14 @@ mod tests {
     #[test]
     fn body_with_cursor_parses_as_a_record() {
         let key = Key::new(vec![KeyPart::Int(17)]);
-        let body = encode_body("doctor", &key, Some(Version::Int(3)), Some(br#"{"doctor_id":17}"#), &["/a".into()], 9);
+        let body = encode_body(
+            "doctor",
+            &key,
+            Some(Version::Int(3)),
+            Some(br#"{"doctor_id":17}"#),
+            &["/a".into()],
+            9,
+        );
         let mut full = Vec::new();
         with_cursor("0.1", &body, &mut full);
         let record: ChangeRecord = serde_json::from_slice(&full).unwrap();
@@ -87,7 +98,8 @@ mod tests {
         assert_eq!(record.op, ChangeOp::Upsert);
         assert_eq!(record.doc, Some(json!({"doctor_id": 17})));
         let body = encode_body("doctor", &key, None, None, &["".into()], 9);
-        let record: ChangeRecord = serde_json::from_slice(&[b"{\"cursor\":\"x\",", &body[1..]].concat()).unwrap();
+        let record: ChangeRecord =
+            serde_json::from_slice(&[b"{\"cursor\":\"x\",", &body[1..]].concat()).unwrap();
         assert_eq!(record.op, ChangeOp::Delete);
         assert_eq!(record.doc, None);
     }

@@ -69,7 +69,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<DocState, CodecError> {
     match mode {
         MODE_DOCUMENT => {
             let doc = doc
-                .map(|raw| serde_json::from_slice::<Map<String, Value>>(raw))
+                .map(serde_json::from_slice::<Map<String, Value>>)
                 .transpose()
                 .map_err(|_| CodecError("document is not a JSON object"))?;
             Ok(DocState::Document(DocumentState { version, doc }))
@@ -85,14 +85,21 @@ pub fn decode_state(bytes: &[u8]) -> Result<DocState, CodecError> {
     }
 }
 
-fn read_header<'a>(reader: &mut Reader<'a>) -> Result<(u8, Option<Version>, Option<&'a [u8]>), CodecError> {
+/// The fixed part of a record: mode, version, document bytes.
+type Header<'a> = (u8, Option<Version>, Option<&'a [u8]>);
+
+fn read_header<'a>(reader: &mut Reader<'a>) -> Result<Header<'a>, CodecError> {
     if reader.u8()? != FORMAT {
         return Err(CodecError("unknown format"));
     }
     let mode = reader.u8()?;
     let version = reader.version()?;
     let length = reader.u32()?;
-    let doc = if length == NO_DOC { None } else { Some(reader.take(length as usize)?) };
+    let doc = if length == NO_DOC {
+        None
+    } else {
+        Some(reader.take(length as usize)?)
+    };
     Ok((mode, version, doc))
 }
 
@@ -159,7 +166,8 @@ fn read_node(reader: &mut Reader<'_>, depth: usize) -> Result<Node, CodecError> 
     if flags & FLAG_VALUE != 0 {
         let length = reader.u32()? as usize;
         let raw = reader.take(length)?;
-        node.value = Some(serde_json::from_slice(raw).map_err(|_| CodecError("bad JSON value in clock"))?);
+        node.value =
+            Some(serde_json::from_slice(raw).map_err(|_| CodecError("bad JSON value in clock"))?);
     }
     if flags & FLAG_OBJ != 0 {
         node.obj = Some(reader.stamp()?);
@@ -167,7 +175,8 @@ fn read_node(reader: &mut Reader<'_>, depth: usize) -> Result<Node, CodecError> 
     let children = reader.u32()?;
     for _ in 0..children {
         let length = reader.u32()? as usize;
-        let name = std::str::from_utf8(reader.take(length)?).map_err(|_| CodecError("bad path name"))?;
+        let name =
+            std::str::from_utf8(reader.take(length)?).map_err(|_| CodecError("bad path name"))?;
         let child = read_node(reader, depth + 1)?;
         node.children.insert(name.to_owned(), child);
     }
@@ -181,8 +190,14 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, length: usize) -> Result<&'a [u8], CodecError> {
-        let end = self.position.checked_add(length).ok_or(CodecError("length overflow"))?;
-        let slice = self.bytes.get(self.position..end).ok_or(CodecError("truncated"))?;
+        let end = self
+            .position
+            .checked_add(length)
+            .ok_or(CodecError("length overflow"))?;
+        let slice = self
+            .bytes
+            .get(self.position..end)
+            .ok_or(CodecError("truncated"))?;
         self.position = end;
         Ok(slice)
     }
@@ -212,7 +227,10 @@ impl<'a> Reader<'a> {
 
     fn stamp(&mut self) -> Result<Stamp, CodecError> {
         let version = self.version()?.ok_or(CodecError("stamp without version"))?;
-        Ok(Stamp { version, tie: u64::from_le_bytes(self.array()?) })
+        Ok(Stamp {
+            version,
+            tie: u64::from_le_bytes(self.array()?),
+        })
     }
 }
 
@@ -230,7 +248,10 @@ mod tests {
         assert_eq!(view.version, state.version());
         assert_eq!(view.doc, doc.as_deref());
         for cut in 0..bytes.len() {
-            assert!(decode_state(&bytes[..cut]).is_err(), "truncated at {cut} decoded");
+            assert!(
+                decode_state(&bytes[..cut]).is_err(),
+                "truncated at {cut} decoded"
+            );
         }
     }
 
@@ -240,7 +261,9 @@ mod tests {
             let mut state = DocState::new(ordering);
             round_trip(&state);
             let patch = json!({"id": 1, "a": {"b": [1, 2], "c": null}, "t": "x"});
-            state.apply(Some(Version::Time(5)), patch.as_object().unwrap()).unwrap();
+            state
+                .apply(Some(Version::Time(5)), patch.as_object().unwrap())
+                .unwrap();
             round_trip(&state);
             state.delete(Some(Version::Time(9))).unwrap();
             round_trip(&state);

@@ -38,7 +38,9 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: LISTEN_DEFAULT.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070))),
+            listen: LISTEN_DEFAULT
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070))),
             data_dir: PathBuf::from("data"),
         }
     }
@@ -142,7 +144,10 @@ pub enum ConfigError {
     #[error("{0}")]
     Toml(#[from] toml::de::Error),
     #[error("collection {collection:?}: {source}")]
-    Pointer { collection: String, source: PointerError },
+    Pointer {
+        collection: String,
+        source: PointerError,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -166,7 +171,9 @@ impl Config {
         }
         let limits = &self.limits;
         if limits.event_bytes_max == 0 || limits.request_bytes_max < limits.event_bytes_max {
-            return invalid("limits.request_bytes_max must be >= limits.event_bytes_max > 0".into());
+            return invalid(
+                "limits.request_bytes_max must be >= limits.event_bytes_max > 0".into(),
+            );
         }
         let mut names = HashSet::new();
         for collection in &self.collections {
@@ -179,7 +186,9 @@ impl Config {
     }
 
     pub fn collection(&self, name: &str) -> Option<&CollectionConfig> {
-        self.collections.iter().find(|collection| collection.name == name)
+        self.collections
+            .iter()
+            .find(|collection| collection.name == name)
     }
 }
 
@@ -187,7 +196,10 @@ impl CollectionConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let valid_name = !self.name.is_empty()
             && self.name.len() <= 64
-            && self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !valid_name {
             return Err(ConfigError::Invalid(format!(
                 "collection name {:?} must be 1 to 64 characters of a-z, A-Z, 0-9, '_' or '-'",
@@ -252,16 +264,28 @@ ordering = "field"
     fn rejects_bad_collections() {
         let check = |text: &str, needle: &str| {
             let error = Config::from_toml(text).unwrap_err().to_string();
-            assert!(error.contains(needle), "{error:?} should contain {needle:?}");
+            assert!(
+                error.contains(needle),
+                "{error:?} should contain {needle:?}"
+            );
         };
-        check("[[collections]]\nname = \"a b\"\nkey = [\"/id\"]\n", "must be 1 to 64");
+        check(
+            "[[collections]]\nname = \"a b\"\nkey = [\"/id\"]\n",
+            "must be 1 to 64",
+        );
         check("[[collections]]\nname = \"a\"\nkey = []\n", "key needs");
-        check("[[collections]]\nname = \"a\"\nkey = [\"id\"]\n", "starts with '/'");
+        check(
+            "[[collections]]\nname = \"a\"\nkey = [\"id\"]\n",
+            "starts with '/'",
+        );
         check(
             "[[collections]]\nname = \"a\"\nkey = [\"/id\"]\n[[collections]]\nname = \"a\"\nkey = [\"/id\"]\n",
             "defined twice",
         );
-        check("[[collections]]\nname = \"a\"\nkey = [\"/id\"]\nordering = \"time\"\n", "unknown variant");
+        check(
+            "[[collections]]\nname = \"a\"\nkey = [\"/id\"]\nordering = \"time\"\n",
+            "unknown variant",
+        );
         check("[engine]\npartitions = 0\n", "partitions");
     }
 }

@@ -18,7 +18,9 @@ pub enum CursorError {
 
 impl Cursor {
     pub fn start(partitions: usize) -> Self {
-        Self { offsets: vec![0; partitions] }
+        Self {
+            offsets: vec![0; partitions],
+        }
     }
 
     pub fn from_offsets(offsets: Vec<u64>) -> Self {
@@ -29,11 +31,20 @@ impl Cursor {
         let malformed = || CursorError::Malformed(token.chars().take(64).collect());
         let offsets = token
             .split('.')
-            .map(|part| if part.len() > 20 { Err(()) } else { part.parse::<u64>().map_err(|_| ()) })
+            .map(|part| {
+                if part.len() > 20 {
+                    Err(())
+                } else {
+                    part.parse::<u64>().map_err(|_| ())
+                }
+            })
             .collect::<Result<Vec<u64>, ()>>()
             .map_err(|()| malformed())?;
         if offsets.len() != partitions {
-            return Err(CursorError::Partitions { expected: partitions, got: offsets.len() });
+            return Err(CursorError::Partitions {
+                expected: partitions,
+                got: offsets.len(),
+            });
         }
         Ok(Self { offsets })
     }
@@ -73,8 +84,20 @@ mod tests {
     fn round_trips_and_validates() {
         let cursor = Cursor::from_offsets(vec![0, 12, 3]);
         assert_eq!(Cursor::parse(&cursor.to_string(), 3).unwrap(), cursor);
-        assert_eq!(Cursor::parse("1.2", 3), Err(CursorError::Partitions { expected: 3, got: 2 }));
-        assert!(matches!(Cursor::parse("1.x.3", 3), Err(CursorError::Malformed(_))));
-        assert!(matches!(Cursor::parse("", 1), Err(CursorError::Malformed(_))));
+        assert_eq!(
+            Cursor::parse("1.2", 3),
+            Err(CursorError::Partitions {
+                expected: 3,
+                got: 2
+            })
+        );
+        assert!(matches!(
+            Cursor::parse("1.x.3", 3),
+            Err(CursorError::Malformed(_))
+        ));
+        assert!(matches!(
+            Cursor::parse("", 1),
+            Err(CursorError::Malformed(_))
+        ));
     }
 }

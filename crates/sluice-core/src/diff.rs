@@ -6,7 +6,10 @@ use std::cmp::Ordering;
 
 /// The pointers of the smallest subtrees that differ. `""` means the whole document
 /// (it was created or deleted).
-pub fn changed_paths(old: Option<&Map<String, Value>>, new: Option<&Map<String, Value>>) -> Vec<String> {
+pub fn changed_paths(
+    old: Option<&Map<String, Value>>,
+    new: Option<&Map<String, Value>>,
+) -> Vec<String> {
     let mut out = Vec::new();
     match (old, new) {
         (Some(old), Some(new)) => walk_members(&mut String::new(), old, new, &mut out),
@@ -16,7 +19,12 @@ pub fn changed_paths(old: Option<&Map<String, Value>>, new: Option<&Map<String, 
     out
 }
 
-fn walk_members(path: &mut String, old: &Map<String, Value>, new: &Map<String, Value>, out: &mut Vec<String>) {
+fn walk_members(
+    path: &mut String,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+    out: &mut Vec<String>,
+) {
     // Both maps iterate in key order: merge them like sorted lists.
     let mut old_iter = old.iter().peekable();
     let mut new_iter = new.iter().peekable();
@@ -25,11 +33,13 @@ fn walk_members(path: &mut String, old: &Map<String, Value>, new: &Map<String, V
             (None, None) => return,
             (Some((name, value)), None) => (*name, Some(*value), None),
             (None, Some((name, value))) => (*name, None, Some(*value)),
-            (Some((old_name, old_value)), Some((new_name, new_value))) => match old_name.cmp(new_name) {
-                Ordering::Less => (*old_name, Some(*old_value), None),
-                Ordering::Greater => (*new_name, None, Some(*new_value)),
-                Ordering::Equal => (*old_name, Some(*old_value), Some(*new_value)),
-            },
+            (Some((old_name, old_value)), Some((new_name, new_value))) => {
+                match old_name.cmp(new_name) {
+                    Ordering::Less => (*old_name, Some(*old_value), None),
+                    Ordering::Greater => (*new_name, None, Some(*new_value)),
+                    Ordering::Equal => (*old_name, Some(*old_value), Some(*new_value)),
+                }
+            }
         };
         if old_value.is_some() {
             old_iter.next();
@@ -45,7 +55,13 @@ fn walk_members(path: &mut String, old: &Map<String, Value>, new: &Map<String, V
 }
 
 /// Appends the changed paths under member `name` of the object at `path`.
-pub fn walk_member(path: &mut String, name: &str, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<String>) {
+pub fn walk_member(
+    path: &mut String,
+    name: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+    out: &mut Vec<String>,
+) {
     if old == new {
         return;
     }
@@ -72,8 +88,16 @@ mod tests {
     #[test]
     fn reports_smallest_changed_subtrees() {
         check(json!({"a": 1}), json!({"a": 1}), &[]);
-        check(json!({"a": 1, "b": 2}), json!({"a": 1, "b": 3, "c": 4}), &["/b", "/c"]);
-        check(json!({"a": {"x": 1, "y": 2}}), json!({"a": {"x": 1, "y": 3}}), &["/a/y"]);
+        check(
+            json!({"a": 1, "b": 2}),
+            json!({"a": 1, "b": 3, "c": 4}),
+            &["/b", "/c"],
+        );
+        check(
+            json!({"a": {"x": 1, "y": 2}}),
+            json!({"a": {"x": 1, "y": 3}}),
+            &["/a/y"],
+        );
         check(json!({"a": {"x": 1}}), json!({"a": 5}), &["/a"]);
         check(json!({"a/b": 1}), json!({}), &["/a~1b"]);
         check(json!(null), json!({"a": 1}), &[""]);

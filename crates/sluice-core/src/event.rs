@@ -21,7 +21,11 @@ impl CollectionSpec {
     pub fn from_config(config: &CollectionConfig) -> Result<Self, crate::pointer::PointerError> {
         Ok(Self {
             name: config.name.clone(),
-            key: config.key.iter().map(|text| Pointer::parse(text)).collect::<Result<_, _>>()?,
+            key: config
+                .key
+                .iter()
+                .map(|text| Pointer::parse(text))
+                .collect::<Result<_, _>>()?,
             version: config.version.as_deref().map(Pointer::parse).transpose()?,
             ordering: config.ordering,
         })
@@ -31,9 +35,9 @@ impl CollectionSpec {
     pub fn key_of(&self, doc: &Value) -> Result<Key, KeyError> {
         let mut parts = Vec::with_capacity(self.key.len());
         for pointer in &self.key {
-            let value = pointer
-                .get(doc)
-                .ok_or_else(|| KeyError::Missing { pointer: pointer.to_string() })?;
+            let value = pointer.get(doc).ok_or_else(|| KeyError::Missing {
+                pointer: pointer.to_string(),
+            })?;
             parts.push(KeyPart::from_json(value, pointer.as_str())?);
         }
         Ok(Key::new(parts))
@@ -60,7 +64,11 @@ pub enum EventError {
     #[error("event is {bytes} bytes, over the limit of {max} bytes")]
     TooLarge { bytes: usize, max: usize },
     #[error("malformed JSON at line {line}, column {column}: {message}")]
-    Json { line: usize, column: usize, message: String },
+    Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("an event must be a JSON object, got {found}")]
     NotObject { found: &'static str },
     #[error("event nests deeper than {max} levels")]
@@ -79,23 +87,37 @@ impl EventError {
             Some(position) => message[..position].to_owned(),
             None => message,
         };
-        EventError::Json { line: error.line(), column: error.column(), message }
+        EventError::Json {
+            line: error.line(),
+            column: error.column(),
+            message,
+        }
     }
 }
 
 /// Parses one event's bytes.
 pub fn parse(spec: &CollectionSpec, raw: &[u8], limits: Limits) -> Result<Event, EventError> {
     if raw.len() > limits.event_bytes_max {
-        return Err(EventError::TooLarge { bytes: raw.len(), max: limits.event_bytes_max });
+        return Err(EventError::TooLarge {
+            bytes: raw.len(),
+            max: limits.event_bytes_max,
+        });
     }
-    let value: Value = serde_json::from_slice(raw).map_err(|error| EventError::from_json(&error))?;
+    let value: Value =
+        serde_json::from_slice(raw).map_err(|error| EventError::from_json(&error))?;
     from_value(spec, value, limits)
 }
 
 /// Validates an already parsed event.
-pub fn from_value(spec: &CollectionSpec, value: Value, limits: Limits) -> Result<Event, EventError> {
+pub fn from_value(
+    spec: &CollectionSpec,
+    value: Value,
+    limits: Limits,
+) -> Result<Event, EventError> {
     let Value::Object(patch) = value else {
-        return Err(EventError::NotObject { found: kind_name(&value) });
+        return Err(EventError::NotObject {
+            found: kind_name(&value),
+        });
     };
     check_depth(&patch, limits.event_depth_max)?;
     let document = Value::Object(patch);
@@ -105,14 +127,20 @@ pub fn from_value(spec: &CollectionSpec, value: Value, limits: Limits) -> Result
         Some(pointer) => {
             let value = pointer
                 .get(&document)
-                .ok_or_else(|| VersionError::Missing { pointer: pointer.to_string() })?;
+                .ok_or_else(|| VersionError::Missing {
+                    pointer: pointer.to_string(),
+                })?;
             Some(Version::from_json(value, pointer.as_str())?)
         }
     };
     let Value::Object(patch) = document else {
         unreachable!("document was built from an object just above");
     };
-    Ok(Event { key, version, patch })
+    Ok(Event {
+        key,
+        version,
+        patch,
+    })
 }
 
 pub fn kind_name(value: &Value) -> &'static str {
@@ -130,8 +158,12 @@ pub fn kind_name(value: &Value) -> &'static str {
 fn check_depth(root: &Map<String, Value>, depth_max: usize) -> Result<(), EventError> {
     fn within(value: &Value, depth: usize, depth_max: usize) -> bool {
         match value {
-            Value::Object(members) => depth <= depth_max && members.values().all(|v| within(v, depth + 1, depth_max)),
-            Value::Array(items) => depth <= depth_max && items.iter().all(|v| within(v, depth + 1, depth_max)),
+            Value::Object(members) => {
+                depth <= depth_max && members.values().all(|v| within(v, depth + 1, depth_max))
+            }
+            Value::Array(items) => {
+                depth <= depth_max && items.iter().all(|v| within(v, depth + 1, depth_max))
+            }
             _ => true,
         }
     }
@@ -147,7 +179,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const LIMITS: Limits = Limits { event_bytes_max: 1 << 20, event_depth_max: 8 };
+    const LIMITS: Limits = Limits {
+        event_bytes_max: 1 << 20,
+        event_depth_max: 8,
+    };
 
     fn spec(version: Option<&str>) -> CollectionSpec {
         CollectionSpec {
@@ -163,7 +198,10 @@ mod tests {
         match (result, expected) {
             (Ok(_), Ok(())) => {}
             (Err(error), Err(needle)) => {
-                assert!(error.to_string().contains(needle), "{raw}: {error} lacks {needle:?}")
+                assert!(
+                    error.to_string().contains(needle),
+                    "{raw}: {error} lacks {needle:?}"
+                )
             }
             (result, expected) => panic!("{raw}: got {result:?}, expected {expected:?}"),
         }
@@ -173,19 +211,34 @@ mod tests {
     fn validates_events() {
         check(r#"{"doctor_id": 17, "v": 1, "name": "Ana"}"#, Ok(()));
         check(r#"{"doctor_id": "x", "v": "2026-01-01T00:00:00Z"}"#, Ok(()));
-        check(r#"{"doctor_id": 17, "v": 1"#, Err("malformed JSON at line 1, column 24"));
+        check(
+            r#"{"doctor_id": 17, "v": 1"#,
+            Err("malformed JSON at line 1, column 24"),
+        );
         check("[1]", Err("must be a JSON object, got an array"));
         check(r#"{"v": 1}"#, Err("key field /doctor_id is missing"));
-        check(r#"{"doctor_id": [1], "v": 1}"#, Err("must be a string or an integer, got an array"));
+        check(
+            r#"{"doctor_id": [1], "v": 1}"#,
+            Err("must be a string or an integer, got an array"),
+        );
         check(r#"{"doctor_id": null, "v": 1}"#, Err("got null"));
         check(r#"{"doctor_id": 1}"#, Err("version at /v is missing"));
-        check(r#"{"doctor_id": 1, "v": 1.5}"#, Err("must be an integer or an RFC 3339 time"));
-        check(r#"{"doctor_id": 1, "v": 1, "a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}"#, Err("deeper than 8"));
+        check(
+            r#"{"doctor_id": 1, "v": 1.5}"#,
+            Err("must be an integer or an RFC 3339 time"),
+        );
+        check(
+            r#"{"doctor_id": 1, "v": 1, "a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}"#,
+            Err("deeper than 8"),
+        );
     }
 
     #[test]
     fn size_limit_is_checked_before_parsing() {
-        let limits = Limits { event_bytes_max: 10, ..LIMITS };
+        let limits = Limits {
+            event_bytes_max: 10,
+            ..LIMITS
+        };
         let error = parse(&spec(None), br#"{"doctor_id": 1, "x": 2}"#, limits).unwrap_err();
         assert_eq!(error, EventError::TooLarge { bytes: 24, max: 10 });
     }
@@ -193,7 +246,10 @@ mod tests {
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let raw = "[".repeat(100_000) + &"]".repeat(100_000);
-        assert!(matches!(parse(&spec(None), raw.as_bytes(), LIMITS), Err(EventError::Json { .. })));
+        assert!(matches!(
+            parse(&spec(None), raw.as_bytes(), LIMITS),
+            Err(EventError::Json { .. })
+        ));
         let event = from_value(&spec(None), json!({"doctor_id": 3}), LIMITS).unwrap();
         assert_eq!(event.version, None);
     }

@@ -112,6 +112,9 @@ mod tests {
         assert_ne!(hash_value(&json!({"a": "1"})), hash_value(&json!({"a": 1})));
         assert_ne!(hash_value(&json!(1)), hash_value(&json!(1.0)));
         let object = json!({"a": [1, {"b": null}]});
-        assert_eq!(hash_members(object.as_object().unwrap()), hash_value(&object));
+        assert_eq!(
+            hash_members(object.as_object().unwrap()),
+            hash_value(&object)
+        );
     }
 }

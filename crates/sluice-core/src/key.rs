@@ -22,7 +22,10 @@ pub enum KeyError {
     #[error("key field {pointer} is missing")]
     Missing { pointer: String },
     #[error("key field {pointer} must be a string or an integer, got {found}")]
-    NotScalar { pointer: String, found: &'static str },
+    NotScalar {
+        pointer: String,
+        found: &'static str,
+    },
     #[error("key field {pointer} is an empty string")]
     Empty { pointer: String },
     #[error("expected {expected} key segment(s), got {got}")]
@@ -33,13 +36,19 @@ pub enum KeyError {
 
 impl KeyPart {
     pub fn from_json(value: &Value, pointer: &str) -> Result<Self, KeyError> {
-        let not_scalar = |found| KeyError::NotScalar { pointer: pointer.to_owned(), found };
+        let not_scalar = |found| KeyError::NotScalar {
+            pointer: pointer.to_owned(),
+            found,
+        };
         match value {
-            Value::String(text) if text.is_empty() => {
-                Err(KeyError::Empty { pointer: pointer.to_owned() })
-            }
+            Value::String(text) if text.is_empty() => Err(KeyError::Empty {
+                pointer: pointer.to_owned(),
+            }),
             Value::String(text) => Ok(KeyPart::Str(text.clone())),
-            Value::Number(number) => number.as_i64().map(KeyPart::Int).ok_or(not_scalar("a non-integer number")),
+            Value::Number(number) => number
+                .as_i64()
+                .map(KeyPart::Int)
+                .ok_or(not_scalar("a non-integer number")),
             Value::Null => Err(not_scalar("null")),
             Value::Bool(_) => Err(not_scalar("a boolean")),
             Value::Array(_) => Err(not_scalar("an array")),
@@ -72,12 +81,17 @@ impl Key {
     /// integer part, which by textual identity is the same key as its string form.
     pub fn from_segments(segments: &[&str], expected: usize) -> Result<Self, KeyError> {
         if segments.len() != expected {
-            return Err(KeyError::Arity { expected, got: segments.len() });
+            return Err(KeyError::Arity {
+                expected,
+                got: segments.len(),
+            });
         }
         let mut parts = Vec::with_capacity(segments.len());
         for (index, segment) in segments.iter().enumerate() {
             if segment.is_empty() {
-                return Err(KeyError::Empty { pointer: format!("segment {}", index + 1) });
+                return Err(KeyError::Empty {
+                    pointer: format!("segment {}", index + 1),
+                });
             }
             parts.push(match segment.parse::<i64>() {
                 Ok(number) if number.to_string() == *segment => KeyPart::Int(number),
@@ -174,7 +188,10 @@ mod tests {
         assert_eq!(int.encode(), text.encode());
         assert_eq!(int.partition(8), text.partition(8));
         assert_eq!(Key::from_segments(&["17"], 1).unwrap(), int);
-        assert_eq!(Key::from_segments(&["017"], 1).unwrap().to_json(), json!("017"));
+        assert_eq!(
+            Key::from_segments(&["017"], 1).unwrap().to_json(),
+            json!("017")
+        );
     }
 
     #[test]
@@ -184,7 +201,10 @@ mod tests {
             assert_eq!(Key::decode(&key.encode()).unwrap().encode(), key.encode());
         };
         check(vec![KeyPart::Str("a\0b".into()), KeyPart::Int(-4)]);
-        check(vec![KeyPart::Str("chicago".into()), KeyPart::Str("x/y".into())]);
+        check(vec![
+            KeyPart::Str("chicago".into()),
+            KeyPart::Str("x/y".into()),
+        ]);
         let ab_c = Key::new(vec![KeyPart::Str("ab".into()), KeyPart::Str("c".into())]);
         let a_bc = Key::new(vec![KeyPart::Str("a".into()), KeyPart::Str("bc".into())]);
         assert_ne!(ab_c.encode(), a_bc.encode());

@@ -19,9 +19,15 @@ pub struct PointerError {
 
 impl Pointer {
     pub fn parse(text: &str) -> Result<Self, PointerError> {
-        let error = |reason| PointerError { text: text.to_owned(), reason };
+        let error = |reason| PointerError {
+            text: text.to_owned(),
+            reason,
+        };
         if text.is_empty() {
-            return Ok(Self { text: String::new(), tokens: Vec::new() });
+            return Ok(Self {
+                text: String::new(),
+                tokens: Vec::new(),
+            });
         }
         let Some(rest) = text.strip_prefix('/') else {
             return Err(error("a pointer starts with '/'"));
@@ -30,7 +36,10 @@ impl Pointer {
         for raw in rest.split('/') {
             tokens.push(unescape(raw).ok_or_else(|| error("'~' must be followed by 0 or 1"))?);
         }
-        Ok(Self { text: text.to_owned(), tokens })
+        Ok(Self {
+            text: text.to_owned(),
+            tokens,
+        })
     }
 
     /// Builds a pointer from unescaped tokens.
@@ -53,11 +62,16 @@ impl Pointer {
     }
 
     pub fn get<'a>(&self, value: &'a Value) -> Option<&'a Value> {
-        self.tokens.iter().try_fold(value, |node, token| match node {
-            Value::Object(members) => members.get(token),
-            Value::Array(items) => token.parse::<usize>().ok().and_then(|index| items.get(index)),
-            _ => None,
-        })
+        self.tokens
+            .iter()
+            .try_fold(value, |node, token| match node {
+                Value::Object(members) => members.get(token),
+                Value::Array(items) => token
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|index| items.get(index)),
+                _ => None,
+            })
     }
 }
 
@@ -109,7 +123,10 @@ mod tests {
         let check = |text: &str, expected: Option<Value>| {
             let pointer = Pointer::parse(text).unwrap();
             assert_eq!(pointer.get(&doc).cloned(), expected, "{text}");
-            assert_eq!(Pointer::from_tokens(pointer.tokens().to_vec()).as_str(), text);
+            assert_eq!(
+                Pointer::from_tokens(pointer.tokens().to_vec()).as_str(),
+                text
+            );
         };
         check("", Some(doc.clone()));
         check("/a/b~1c/1", Some(json!(20)));

@@ -21,7 +21,10 @@ pub enum VersionError {
     #[error("version at {pointer} is missing")]
     Missing { pointer: String },
     #[error("mixed version types: the document has {document} versions, the event has {event}")]
-    Mixed { document: &'static str, event: &'static str },
+    Mixed {
+        document: &'static str,
+        event: &'static str,
+    },
 }
 
 impl Version {
@@ -61,7 +64,10 @@ impl Version {
         match (self, other) {
             (Version::Int(a), Version::Int(b)) => Ok(a.cmp(&b)),
             (Version::Time(a), Version::Time(b)) => Ok(a.cmp(&b)),
-            _ => Err(VersionError::Mixed { document: other.kind(), event: self.kind() }),
+            _ => Err(VersionError::Mixed {
+                document: other.kind(),
+                event: self.kind(),
+            }),
         }
     }
 
@@ -105,12 +111,22 @@ mod tests {
     #[test]
     fn parses_integers_and_times() {
         let check = |value: Value, expected: Result<Version, ()>| {
-            assert_eq!(Version::from_json(&value, "/v").map_err(|_| ()), expected, "{value}");
+            assert_eq!(
+                Version::from_json(&value, "/v").map_err(|_| ()),
+                expected,
+                "{value}"
+            );
         };
         check(json!(7), Ok(Version::Int(7)));
         check(json!(-3), Ok(Version::Int(-3)));
-        check(json!("1970-01-01T00:00:01Z"), Ok(Version::Time(1_000_000_000)));
-        check(json!("1970-01-01T01:00:01+01:00"), Ok(Version::Time(1_000_000_000)));
+        check(
+            json!("1970-01-01T00:00:01Z"),
+            Ok(Version::Time(1_000_000_000)),
+        );
+        check(
+            json!("1970-01-01T01:00:01+01:00"),
+            Ok(Version::Time(1_000_000_000)),
+        );
         check(json!(1.5), Err(()));
         check(json!("yesterday"), Err(()));
         check(json!(null), Err(()));

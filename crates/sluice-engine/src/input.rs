@@ -38,9 +38,17 @@ pub enum BodyFormat {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BodyError {
     #[error("malformed JSON at line {line}, column {column}: {message}")]
-    Json { line: usize, column: usize, message: String },
+    Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("malformed JSON on NDJSON line {line}, column {column}: {message}")]
-    NdjsonLine { line: usize, column: usize, message: String },
+    NdjsonLine {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("request has more than {max} events")]
     TooManyEvents { max: usize },
     #[error("request body is not UTF-8: {0}")]
@@ -64,20 +72,36 @@ pub fn parse_body(
     }
 }
 
-fn parse_json(spec: &CollectionSpec, text: &str, limits: Limits, events_max: usize) -> Result<Vec<Input>, BodyError> {
+fn parse_json(
+    spec: &CollectionSpec,
+    text: &str,
+    limits: Limits,
+    events_max: usize,
+) -> Result<Vec<Input>, BodyError> {
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
         return Err(BodyError::Empty);
     }
     let text = trimmed;
     let body_error = |error: serde_json::Error| {
-        let EventError::Json { line, column, message } = EventError::from_json(&error) else {
+        let EventError::Json {
+            line,
+            column,
+            message,
+        } = EventError::from_json(&error)
+        else {
             unreachable!("from_json always builds EventError::Json")
         };
-        BodyError::Json { line, column, message }
+        BodyError::Json {
+            line,
+            column,
+            message,
+        }
     };
     if !trimmed.starts_with('[') {
-        return Ok(vec![one(spec, text, limits, || "body".to_owned()).map_err(body_error)?]);
+        return Ok(vec![
+            one(spec, text, limits, || "body".to_owned()).map_err(body_error)?,
+        ]);
     }
     let elements: Vec<&RawValue> = serde_json::from_str(text).map_err(body_error)?;
     if elements.len() > events_max {
@@ -86,11 +110,18 @@ fn parse_json(spec: &CollectionSpec, text: &str, limits: Limits, events_max: usi
     elements
         .into_iter()
         .enumerate()
-        .map(|(index, raw)| one(spec, raw.get(), limits, || format!("element {index}")).map_err(body_error))
+        .map(|(index, raw)| {
+            one(spec, raw.get(), limits, || format!("element {index}")).map_err(body_error)
+        })
         .collect()
 }
 
-fn parse_ndjson(spec: &CollectionSpec, text: &str, limits: Limits, events_max: usize) -> Result<Vec<Input>, BodyError> {
+fn parse_ndjson(
+    spec: &CollectionSpec,
+    text: &str,
+    limits: Limits,
+    events_max: usize,
+) -> Result<Vec<Input>, BodyError> {
     let mut inputs = Vec::with_capacity(text.len() / 64 + 1);
     for (index, line) in text.split('\n').enumerate() {
         if line.trim().is_empty() {
@@ -101,10 +132,17 @@ fn parse_ndjson(spec: &CollectionSpec, text: &str, limits: Limits, events_max: u
         }
         let number = index + 1;
         let input = one(spec, line, limits, || format!("line {number}")).map_err(|error| {
-            let EventError::Json { column, message, .. } = EventError::from_json(&error) else {
+            let EventError::Json {
+                column, message, ..
+            } = EventError::from_json(&error)
+            else {
                 unreachable!("from_json always builds EventError::Json")
             };
-            BodyError::NdjsonLine { line: number, column, message }
+            BodyError::NdjsonLine {
+                line: number,
+                column,
+                message,
+            }
         })?;
         inputs.push(input);
     }
@@ -117,7 +155,12 @@ fn parse_ndjson(spec: &CollectionSpec, text: &str, limits: Limits, events_max: u
 /// Bulk loading: every non-empty line is an event, and a line that is not even JSON is
 /// rejected like any other bad event instead of failing the load. `first_line` numbers the
 /// lines in rejection origins.
-pub fn parse_lines_lenient(spec: &CollectionSpec, text: &str, first_line: usize, limits: Limits) -> Vec<Input> {
+pub fn parse_lines_lenient(
+    spec: &CollectionSpec,
+    text: &str,
+    first_line: usize,
+    limits: Limits,
+) -> Vec<Input> {
     let mut inputs = Vec::with_capacity(text.len() / 64 + 1);
     for (index, line) in text.split('\n').enumerate() {
         if line.trim().is_empty() {
@@ -125,7 +168,11 @@ pub fn parse_lines_lenient(spec: &CollectionSpec, text: &str, first_line: usize,
         }
         let origin = || format!("line {}", first_line + index);
         inputs.push(one(spec, line, limits, origin).unwrap_or_else(|error| {
-            Input::Reject(rejection(EventError::from_json(&error).to_string(), line, &origin()))
+            Input::Reject(rejection(
+                EventError::from_json(&error).to_string(),
+                line,
+                &origin(),
+            ))
         }));
     }
     inputs
@@ -134,9 +181,17 @@ pub fn parse_lines_lenient(spec: &CollectionSpec, text: &str, first_line: usize,
 /// One event's text. Syntax errors are the caller's (the request fails); everything else
 /// becomes a rejection.
 /// `origin` names the event in the rejected log; it is only built for rejections.
-fn one(spec: &CollectionSpec, text: &str, limits: Limits, origin: impl Fn() -> String) -> Result<Input, serde_json::Error> {
+fn one(
+    spec: &CollectionSpec,
+    text: &str,
+    limits: Limits,
+    origin: impl Fn() -> String,
+) -> Result<Input, serde_json::Error> {
     if text.len() > limits.event_bytes_max {
-        let error = EventError::TooLarge { bytes: text.len(), max: limits.event_bytes_max };
+        let error = EventError::TooLarge {
+            bytes: text.len(),
+            max: limits.event_bytes_max,
+        };
         return Ok(Input::Reject(rejection(error.to_string(), text, &origin())));
     }
     let value: Value = serde_json::from_str(text)?;
@@ -151,7 +206,11 @@ pub fn rejection(reason: String, text: &str, origin: &str) -> Rejection {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    Rejection { reason, text: text[..end].to_owned(), origin: origin.to_owned() }
+    Rejection {
+        reason,
+        text: text[..end].to_owned(),
+        origin: origin.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -160,7 +219,10 @@ mod tests {
     use sluice_core::Pointer;
     use sluice_core::config::Ordering;
 
-    const LIMITS: Limits = Limits { event_bytes_max: 100, event_depth_max: 8 };
+    const LIMITS: Limits = Limits {
+        event_bytes_max: 100,
+        event_depth_max: 8,
+    };
 
     fn spec() -> CollectionSpec {
         CollectionSpec {
@@ -185,9 +247,18 @@ mod tests {
     #[test]
     fn accepts_object_array_and_ndjson() {
         let parse = |body: &str, format| parse_body(&spec(), body.as_bytes(), format, LIMITS, 3);
-        assert_eq!(kinds(&parse(r#"{"id": 1}"#, BodyFormat::Json).unwrap()), "E");
-        assert_eq!(kinds(&parse(r#"[{"id": 1}, {"x": 1}, 5]"#, BodyFormat::Json).unwrap()), "ERR");
-        assert_eq!(kinds(&parse("{\"id\": 1}\n\n{\"no\": 2}\n", BodyFormat::Ndjson).unwrap()), "ER");
+        assert_eq!(
+            kinds(&parse(r#"{"id": 1}"#, BodyFormat::Json).unwrap()),
+            "E"
+        );
+        assert_eq!(
+            kinds(&parse(r#"[{"id": 1}, {"x": 1}, 5]"#, BodyFormat::Json).unwrap()),
+            "ERR"
+        );
+        assert_eq!(
+            kinds(&parse("{\"id\": 1}\n\n{\"no\": 2}\n", BodyFormat::Ndjson).unwrap()),
+            "ER"
+        );
         let long = format!(r#"{{"id": 1, "x": "{}"}}"#, "a".repeat(200));
         assert_eq!(kinds(&parse(&long, BodyFormat::Ndjson).unwrap()), "R");
     }
@@ -196,9 +267,15 @@ mod tests {
     fn lenient_lines_reject_malformed_json() {
         let inputs = parse_lines_lenient(&spec(), "{\"id\": 1}\n{oops\n\n{\"id\": 2}", 10, LIMITS);
         assert_eq!(kinds(&inputs), "ERE");
-        let Input::Reject(rejection) = &inputs[1] else { unreachable!() };
+        let Input::Reject(rejection) = &inputs[1] else {
+            unreachable!()
+        };
         assert_eq!(rejection.origin, "line 11");
-        assert!(rejection.reason.contains("malformed JSON"), "{}", rejection.reason);
+        assert!(
+            rejection.reason.contains("malformed JSON"),
+            "{}",
+            rejection.reason
+        );
     }
 
     #[test]
@@ -206,18 +283,32 @@ mod tests {
         let parse = |body: &str, format| parse_body(&spec(), body.as_bytes(), format, LIMITS, 3);
         assert_eq!(
             parse("[{\"id\": 1},\n {\"id\" 2}]", BodyFormat::Json).unwrap_err(),
-            BodyError::Json { line: 2, column: 8, message: "expected `:`".into() }
+            BodyError::Json {
+                line: 2,
+                column: 8,
+                message: "expected `:`".into()
+            }
         );
         assert!(matches!(
             parse("{\"id\": 1}\n{\"id\": 2\n", BodyFormat::Ndjson),
             Err(BodyError::NdjsonLine { line: 2, .. })
         ));
         assert_eq!(parse("", BodyFormat::Json).unwrap_err(), BodyError::Empty);
-        assert_eq!(parse("\n\n", BodyFormat::Ndjson).unwrap_err(), BodyError::Empty);
         assert_eq!(
-            parse("{\"id\":1}\n{\"id\":1}\n{\"id\":1}\n{\"id\":1}", BodyFormat::Ndjson).unwrap_err(),
+            parse("\n\n", BodyFormat::Ndjson).unwrap_err(),
+            BodyError::Empty
+        );
+        assert_eq!(
+            parse(
+                "{\"id\":1}\n{\"id\":1}\n{\"id\":1}\n{\"id\":1}",
+                BodyFormat::Ndjson
+            )
+            .unwrap_err(),
             BodyError::TooManyEvents { max: 3 }
         );
-        assert!(matches!(parse_body(&spec(), b"\xff", BodyFormat::Json, LIMITS, 3), Err(BodyError::NotUtf8(_))));
+        assert!(matches!(
+            parse_body(&spec(), b"\xff", BodyFormat::Json, LIMITS, 3),
+            Err(BodyError::NotUtf8(_))
+        ));
     }
 }

@@ -128,7 +128,8 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the queues ends the writers once they drained them.
         self.senders.clear();
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
         for thread in threads {
             let _ = thread.join();
         }
@@ -148,7 +149,9 @@ pub struct Engine {
 impl Engine {
     /// Opens the store in `data_dir`, recovers offsets and counters, starts the writers.
     pub fn open(config: &Config, data_dir: &Path) -> Result<Self, EngineError> {
-        config.validate().map_err(|error| EngineError::Config(error.to_string()))?;
+        config
+            .validate()
+            .map_err(|error| EngineError::Config(error.to_string()))?;
         let partitions = config.engine.partitions;
         let options = StoreOptions {
             cache_bytes: config.engine.store_cache_bytes,
@@ -170,7 +173,11 @@ impl Engine {
                 })
                 .collect();
             let rejected_seq = AtomicU64::new(store.last_rejected_seq(&spec.name)?);
-            collections.push(CollectionEntry { spec, rejected_seq, counters });
+            collections.push(CollectionEntry {
+                spec,
+                rejected_seq,
+                counters,
+            });
         }
         let mut next_offsets = Vec::with_capacity(usize::from(partitions));
         for partition in 0..partitions {
@@ -182,7 +189,10 @@ impl Engine {
             collections,
             sync: GroupSync::default(),
             metrics: Metrics::default(),
-            durable: next_offsets.iter().map(|offset| AtomicU64::new(*offset)).collect(),
+            durable: next_offsets
+                .iter()
+                .map(|offset| AtomicU64::new(*offset))
+                .collect(),
             changes_notify: watch::channel(0).0,
             poisoned: AtomicBool::new(false),
         });
@@ -200,12 +210,20 @@ impl Engine {
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-writer-{partition}"))
                 .spawn(move || writer.run())
-                .map_err(|error| EngineError::Config(format!("cannot start writer thread: {error}")))?;
+                .map_err(|error| {
+                    EngineError::Config(format!("cannot start writer thread: {error}"))
+                })?;
             senders.push(sender);
             threads.push(thread);
         }
         tracing::info!(partitions, collections = config.collections.len(), data_dir = %data_dir.display(), "Engine open.");
-        Ok(Self { inner: Arc::new(Inner { shared, senders, threads: Mutex::new(threads) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared,
+                senders,
+                threads: Mutex::new(threads),
+            }),
+        })
     }
 
     fn shared(&self) -> &Shared {
@@ -222,11 +240,15 @@ impl Engine {
 
     pub fn event_limits(&self) -> Limits {
         let limits = &self.shared().config.limits;
-        Limits { event_bytes_max: limits.event_bytes_max, event_depth_max: limits.event_depth_max }
+        Limits {
+            event_bytes_max: limits.event_bytes_max,
+            event_depth_max: limits.event_depth_max,
+        }
     }
 
     pub fn collection(&self, name: &str) -> Result<&CollectionSpec, EngineError> {
-        self.collection_index(name).map(|index| &self.shared().collections[index].spec)
+        self.collection_index(name)
+            .map(|index| &self.shared().collections[index].spec)
     }
 
     fn collection_index(&self, name: &str) -> Result<usize, EngineError> {
@@ -238,22 +260,38 @@ impl Engine {
     }
 
     /// Parses a request body for `collection` (see [`input::parse_body`]).
-    pub fn parse_body(&self, collection: &str, body: &[u8], format: BodyFormat) -> Result<Result<Vec<Input>, BodyError>, EngineError> {
+    pub fn parse_body(
+        &self,
+        collection: &str,
+        body: &[u8],
+        format: BodyFormat,
+    ) -> Result<Result<Vec<Input>, BodyError>, EngineError> {
         let spec = self.collection(collection)?;
         let events_max = self.shared().config.limits.request_events_max;
-        Ok(input::parse_body(spec, body, format, self.event_limits(), events_max))
+        Ok(input::parse_body(
+            spec,
+            body,
+            format,
+            self.event_limits(),
+            events_max,
+        ))
     }
 
     /// Applies inputs durably; one result per input, in input order. Waits at most
     /// `enqueue_timeout_ms` for queue space, then fails with [`EngineError::Overloaded`].
-    pub async fn submit(&self, collection: &str, inputs: Vec<Input>) -> Result<Vec<ItemResult>, EngineError> {
+    pub async fn submit(
+        &self,
+        collection: &str,
+        inputs: Vec<Input>,
+    ) -> Result<Vec<ItemResult>, EngineError> {
         let collection = self.collection_index(collection)?;
         if self.shared().poisoned.load(Ordering::Acquire) {
             return Err(EngineError::Poisoned);
         }
         let partitions = self.partitions();
         let count = inputs.len();
-        let mut per_partition: Vec<Vec<(u32, Input)>> = (0..partitions).map(|_| Vec::new()).collect();
+        let mut per_partition: Vec<Vec<(u32, Input)>> =
+            (0..partitions).map(|_| Vec::new()).collect();
         for (index, input) in inputs.into_iter().enumerate() {
             let partition = match &input {
                 Input::Event(event) => event.key.partition(partitions),
@@ -275,15 +313,24 @@ impl Engine {
                 Ok(Ok(permit)) => permits.push((permit, items)),
                 Ok(Err(_)) => return Err(EngineError::Closed),
                 Err(_) => {
-                    self.shared().metrics.overloaded_total.fetch_add(1, Ordering::Relaxed);
-                    return Err(EngineError::Overloaded { waited_ms: timeout_ms });
+                    self.shared()
+                        .metrics
+                        .overloaded_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(EngineError::Overloaded {
+                        waited_ms: timeout_ms,
+                    });
                 }
             }
         }
         let mut replies = Vec::with_capacity(permits.len());
         for (permit, items) in permits {
             let (reply, receiver) = oneshot::channel();
-            permit.send(Submission { collection, items, reply });
+            permit.send(Submission {
+                collection,
+                items,
+                reply,
+            });
             replies.push(receiver);
         }
         let mut results: Vec<Option<ItemResult>> = vec![None; count];
@@ -307,17 +354,28 @@ impl Engine {
 
     /// Documents in key order after the `after` token; returns the page and the token for
     /// the next page (`None` at the end).
-    pub fn list(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<(Vec<StoredDoc>, Option<String>), EngineError> {
+    pub fn list(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<StoredDoc>, Option<String>), EngineError> {
         let spec = self.collection(collection)?;
         let after = after
-            .map(|token| decode_hex(token).ok_or_else(|| CursorError::Malformed(token.chars().take(64).collect())))
+            .map(|token| {
+                decode_hex(token)
+                    .ok_or_else(|| CursorError::Malformed(token.chars().take(64).collect()))
+            })
             .transpose()?;
         let limit = limit.clamp(1, self.shared().config.limits.docs_limit_max);
         let mut docs = Vec::with_capacity(limit);
         let mut position = after;
         // Tombstones take no room in the page, so scan until the page is full or the end.
         loop {
-            let scanned = self.shared().store.scan_docs(&spec.name, position.as_deref(), limit)?;
+            let scanned = self
+                .shared()
+                .store
+                .scan_docs(&spec.name, position.as_deref(), limit)?;
             let exhausted = scanned.len() < limit;
             for (key, bytes) in scanned {
                 position = Some(key);
@@ -336,7 +394,13 @@ impl Engine {
 
     /// The cursor after everything durable now.
     pub fn head(&self) -> Cursor {
-        Cursor::from_offsets(self.shared().durable.iter().map(|offset| offset.load(Ordering::Acquire)).collect())
+        Cursor::from_offsets(
+            self.shared()
+                .durable
+                .iter()
+                .map(|offset| offset.load(Ordering::Acquire))
+                .collect(),
+        )
     }
 
     pub fn parse_cursor(&self, token: &str) -> Result<Cursor, EngineError> {
@@ -345,7 +409,12 @@ impl Engine {
 
     /// Change records after `after`, at most `limit`, waiting up to `wait` for the first
     /// one. Partitions are interleaved round-robin so none starves.
-    pub async fn changes(&self, after: Cursor, limit: usize, wait: Duration) -> Result<ChangesPage, EngineError> {
+    pub async fn changes(
+        &self,
+        after: Cursor,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<ChangesPage, EngineError> {
         let limit = limit.clamp(1, self.shared().config.limits.changes_limit_max);
         let deadline = Instant::now() + wait;
         let mut notified = self.shared().changes_notify.subscribe();
@@ -369,7 +438,12 @@ impl Engine {
         for (partition, durable) in shared.durable.iter().enumerate() {
             let until = durable.load(Ordering::Acquire);
             let from = after.offset(partition);
-            per_partition.push(shared.store.read_changes(partition as u16, from, until, limit)?.into_iter());
+            per_partition.push(
+                shared
+                    .store
+                    .read_changes(partition as u16, from, until, limit)?
+                    .into_iter(),
+            );
         }
         let mut next = after.clone();
         let mut records = Vec::with_capacity(limit);
@@ -396,10 +470,21 @@ impl Engine {
     }
 
     /// Rejected events of a collection after sequence number `after`.
-    pub fn rejected(&self, collection: &str, after: u64, limit: usize) -> Result<Vec<Bytes>, EngineError> {
+    pub fn rejected(
+        &self,
+        collection: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, EngineError> {
         let spec = self.collection(collection)?;
         let limit = limit.clamp(1, self.shared().config.limits.docs_limit_max);
-        Ok(self.shared().store.scan_rejected(&spec.name, after, limit)?.into_iter().map(|(_, bytes)| bytes).collect())
+        Ok(self
+            .shared()
+            .store
+            .scan_rejected(&spec.name, after, limit)?
+            .into_iter()
+            .map(|(_, bytes)| bytes)
+            .collect())
     }
 
     pub fn stats(&self, collection: &str) -> Result<Counters, EngineError> {
@@ -434,19 +519,29 @@ impl Engine {
                 ("stale", counters.stale),
                 ("rejected", counters.rejected),
             ] {
-                let _ = writeln!(out, "sluice_events_total{{collection=\"{name}\",outcome=\"{outcome}\"}} {value}");
+                let _ = writeln!(
+                    out,
+                    "sluice_events_total{{collection=\"{name}\",outcome=\"{outcome}\"}} {value}"
+                );
             }
         }
         out.push_str("# HELP sluice_documents Live documents, by collection.\n# TYPE sluice_documents gauge\n");
         for (index, entry) in shared.collections.iter().enumerate() {
             let documents = self.collection_counters(index).documents;
-            let _ = writeln!(out, "sluice_documents{{collection=\"{}\"}} {documents}", entry.spec.name);
+            let _ = writeln!(
+                out,
+                "sluice_documents{{collection=\"{}\"}} {documents}",
+                entry.spec.name
+            );
         }
         out.push_str("# HELP sluice_queue_submissions Submissions waiting, by partition.\n");
         out.push_str("# TYPE sluice_queue_submissions gauge\n");
         for (partition, sender) in self.inner.senders.iter().enumerate() {
             let waiting = sender.max_capacity() - sender.capacity();
-            let _ = writeln!(out, "sluice_queue_submissions{{partition=\"{partition}\"}} {waiting}");
+            let _ = writeln!(
+                out,
+                "sluice_queue_submissions{{partition=\"{partition}\"}} {waiting}"
+            );
         }
         let overloaded = shared.metrics.overloaded_total.load(Ordering::Relaxed);
         let _ = writeln!(
@@ -459,34 +554,59 @@ impl Engine {
             "# HELP sluice_poisoned 1 when a failed commit stopped writes.\n# TYPE sluice_poisoned gauge\nsluice_poisoned {poisoned}"
         );
         let metrics = &shared.metrics;
-        metrics.commit_seconds.render(&mut out, "sluice_commit_seconds", "Apply, commit and fsync of one batch.");
-        metrics.sync_seconds.render(&mut out, "sluice_sync_seconds", "One group fsync.");
-        metrics.batch_events.render(&mut out, "sluice_batch_events", "Events per committed batch.");
+        metrics.commit_seconds.render(
+            &mut out,
+            "sluice_commit_seconds",
+            "Apply, commit and fsync of one batch.",
+        );
+        metrics
+            .sync_seconds
+            .render(&mut out, "sluice_sync_seconds", "One group fsync.");
+        metrics.batch_events.render(
+            &mut out,
+            "sluice_batch_events",
+            "Events per committed batch.",
+        );
         out
     }
 }
 
 fn stored_doc(spec: &CollectionSpec, bytes: &Bytes) -> Result<Option<StoredDoc>, EngineError> {
     let view = codec::decode_view(bytes)?;
-    let Some(doc_json) = view.doc else { return Ok(None) };
+    let Some(doc_json) = view.doc else {
+        return Ok(None);
+    };
     let doc: serde_json::Value =
-        serde_json::from_slice(doc_json).map_err(|_| StoreError::Corrupt { what: "document JSON" })?;
-    let key = spec.key_of(&doc).map_err(|_| StoreError::Corrupt { what: "document key" })?;
-    Ok(Some(StoredDoc { key: key.to_json(), version: view.version, doc: Bytes::from(doc_json) }))
+        serde_json::from_slice(doc_json).map_err(|_| StoreError::Corrupt {
+            what: "document JSON",
+        })?;
+    let key = spec.key_of(&doc).map_err(|_| StoreError::Corrupt {
+        what: "document key",
+    })?;
+    Ok(Some(StoredDoc {
+        key: key.to_json(),
+        version: view.version,
+        doc: Bytes::from(doc_json),
+    }))
 }
 
 fn encode_hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.len() > 4096 {
+    if !text.len().is_multiple_of(2) || text.len() > 4096 {
         return None;
     }
-    (0..text.len()).step_by(2).map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok()).collect()
+    (0..text.len())
+        .step_by(2)
+        .map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -50,7 +50,10 @@ impl GroupSync {
                 result?;
                 continue;
             }
-            state = self.done.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = self
+                .done
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }

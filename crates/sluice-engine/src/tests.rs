@@ -18,19 +18,34 @@ ordering = "{ordering}"
 }
 
 async fn post(engine: &Engine, ndjson: &str) -> Vec<Status> {
-    let inputs = engine.parse_body("doctor", ndjson.as_bytes(), BodyFormat::Ndjson).unwrap().unwrap();
-    engine.submit("doctor", inputs).await.unwrap().into_iter().map(|result| result.status).collect()
+    let inputs = engine
+        .parse_body("doctor", ndjson.as_bytes(), BodyFormat::Ndjson)
+        .unwrap()
+        .unwrap();
+    engine
+        .submit("doctor", inputs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|result| result.status)
+        .collect()
 }
 
 fn doc(engine: &Engine, id: &str) -> Option<Value> {
     let key = Key::from_segments(&[id], 1).unwrap();
-    engine.get("doctor", &key).unwrap().map(|stored| serde_json::from_slice(&stored.doc).unwrap())
+    engine
+        .get("doctor", &key)
+        .unwrap()
+        .map(|stored| serde_json::from_slice(&stored.doc).unwrap())
 }
 
 async fn all_changes(engine: &Engine) -> Vec<ChangeRecord> {
     let start = Cursor::start(usize::from(engine.partitions()));
     let page = engine.changes(start, 10_000, Duration::ZERO).await.unwrap();
-    page.records.iter().map(|record| serde_json::from_slice(record).unwrap()).collect()
+    page.records
+        .iter()
+        .map(|record| serde_json::from_slice(record).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -48,19 +63,40 @@ async fn applies_merges_and_reports_outcomes() {
     .await;
     use Status::*;
     assert_eq!(statuses, vec![Applied, Applied, Noop, Rejected, Applied]);
-    assert_eq!(doc(&engine, "1"), Some(json!({"id": 1, "v": 2, "city": "Oslo", "name": "Ana"})));
+    assert_eq!(
+        doc(&engine, "1"),
+        Some(json!({"id": 1, "v": 2, "city": "Oslo", "name": "Ana"}))
+    );
     let statuses = post(&engine, r#"{"id": 2, "v": 3}"#).await;
     assert_eq!(statuses, vec![Rejected], "mixed version types");
     let stats = engine.stats("doctor").unwrap();
-    assert_eq!((stats.applied, stats.noop, stats.stale, stats.rejected, stats.documents), (3, 1, 0, 2, 2));
+    assert_eq!(
+        (
+            stats.applied,
+            stats.noop,
+            stats.stale,
+            stats.rejected,
+            stats.documents
+        ),
+        (3, 1, 0, 2, 2)
+    );
     let rejected = engine.rejected("doctor", 0, 10).unwrap();
     assert_eq!(rejected.len(), 2);
     let first: Value = serde_json::from_slice(&rejected[0]).unwrap();
     assert_eq!(first["origin"], "line 4");
-    assert!(first["reason"].as_str().unwrap().contains("key field /id is missing"));
+    assert!(
+        first["reason"]
+            .as_str()
+            .unwrap()
+            .contains("key field /id is missing")
+    );
     let changes = all_changes(&engine).await;
     assert_eq!(changes.len(), 3);
-    assert!(changes.iter().any(|change| change.changed == vec!["/name".to_owned()]));
+    assert!(
+        changes
+            .iter()
+            .any(|change| change.changed == vec!["/name".to_owned()])
+    );
 }
 
 #[tokio::test]
@@ -68,10 +104,15 @@ async fn recovers_everything_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let engine = Engine::open(&config("document", 4), dir.path()).unwrap();
-        let lines: String = (0..200).map(|i| format!("{{\"id\": {}, \"v\": {i}, \"n\": {i}}}\n", i % 50)).collect();
+        let lines: String = (0..200)
+            .map(|i| format!("{{\"id\": {}, \"v\": {i}, \"n\": {i}}}\n", i % 50))
+            .collect();
         post(&engine, &lines).await;
         let key = Key::from_segments(&["7"], 1).unwrap();
-        let deleted = engine.submit("doctor", vec![Input::Delete { key, version: None }]).await.unwrap();
+        let deleted = engine
+            .submit("doctor", vec![Input::Delete { key, version: None }])
+            .await
+            .unwrap();
         assert_eq!(deleted[0].status, Status::Applied);
     }
     let engine = Engine::open(&config("document", 4), dir.path()).unwrap();
@@ -84,7 +125,10 @@ async fn recovers_everything_after_reopen() {
     assert_eq!(changes.len(), 201);
     // Cursors are strictly increasing per partition and resume exactly.
     let middle = engine.parse_cursor(&changes[100].cursor).unwrap();
-    let rest = engine.changes(middle, 10_000, Duration::ZERO).await.unwrap();
+    let rest = engine
+        .changes(middle, 10_000, Duration::ZERO)
+        .await
+        .unwrap();
     assert_eq!(rest.records.len(), 100);
     assert_eq!(rest.next, engine.head());
     // New writes continue the offsets.
@@ -104,12 +148,23 @@ async fn long_poll_wakes_on_new_changes() {
     let head = engine.head();
     let waiter = {
         let engine = engine.clone();
-        tokio::spawn(async move { engine.changes(head, 10, Duration::from_secs(30)).await.unwrap() })
+        tokio::spawn(async move {
+            engine
+                .changes(head, 10, Duration::from_secs(30))
+                .await
+                .unwrap()
+        })
     };
     post(&engine, r#"{"id": 5, "v": 1}"#).await;
-    let page = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap();
+    let page = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(page.records.len(), 1);
-    let empty = engine.changes(page.next, 10, Duration::from_millis(20)).await.unwrap();
+    let empty = engine
+        .changes(page.next, 10, Duration::from_millis(20))
+        .await
+        .unwrap();
     assert!(empty.records.is_empty());
 }
 
@@ -123,14 +178,24 @@ async fn rejected_log_is_bounded() {
         post(&engine, r#"{"v": 1}"#).await;
     }
     let kept = engine.rejected("doctor", 0, 100).unwrap();
-    let seqs: Vec<u64> = kept.iter().map(|bytes| serde_json::from_slice::<Value>(bytes).unwrap()["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = kept
+        .iter()
+        .map(|bytes| {
+            serde_json::from_slice::<Value>(bytes).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     assert_eq!(seqs, vec![3, 4, 5]);
     assert_eq!(engine.stats("doctor").unwrap().rejected, 5);
 }
 
 #[test]
 fn hex_round_trip() {
-    assert_eq!(decode_hex(&encode_hex(b"\x00ab\xff")).unwrap(), b"\x00ab\xff");
+    assert_eq!(
+        decode_hex(&encode_hex(b"\x00ab\xff")).unwrap(),
+        b"\x00ab\xff"
+    );
     assert_eq!(decode_hex("abc"), None);
     assert_eq!(decode_hex("zz"), None);
 }

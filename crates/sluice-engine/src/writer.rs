@@ -70,7 +70,9 @@ impl Writer {
                 Ok(results) => {
                     let metrics = &self.shared.metrics;
                     metrics.batch_events.observe(events as f64);
-                    metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                    metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     for (submission, result) in batch.into_iter().zip(results) {
                         // A caller that went away (client disconnected) is not an error.
                         let _ = submission.reply.send(Ok(result));
@@ -89,7 +91,10 @@ impl Writer {
         }
     }
 
-    fn process(&mut self, batch: &mut [Submission]) -> Result<Vec<Vec<(u32, ItemResult)>>, EngineError> {
+    fn process(
+        &mut self,
+        batch: &mut [Submission],
+    ) -> Result<Vec<Vec<(u32, ItemResult)>>, EngineError> {
         let shared = Arc::clone(&self.shared);
         let mut state = BatchState {
             store_batch: shared.store.batch(),
@@ -110,22 +115,39 @@ impl Writer {
             results.push(items);
         }
         self.finish(state)?;
-        self.shared.sync.sync(&self.shared.store, &self.shared.metrics.sync_seconds)?;
+        self.shared
+            .sync
+            .sync(&self.shared.store, &self.shared.metrics.sync_seconds)?;
         // Durable now: readers may see the new records, and waiting readers wake up.
         if self.next_offset != offset_before {
-            self.shared.durable[usize::from(self.partition)].store(self.next_offset, Ordering::Release);
-            self.shared.changes_notify.send_modify(|generation| *generation += 1);
+            self.shared.durable[usize::from(self.partition)]
+                .store(self.next_offset, Ordering::Release);
+            self.shared
+                .changes_notify
+                .send_modify(|generation| *generation += 1);
         }
         Ok(results)
     }
 
-    fn apply(&mut self, collection: usize, input: Input, batch: &mut BatchState<'_>) -> Result<ItemResult, EngineError> {
+    fn apply(
+        &mut self,
+        collection: usize,
+        input: Input,
+        batch: &mut BatchState<'_>,
+    ) -> Result<ItemResult, EngineError> {
         match input {
             Input::Event(event) => self.apply_to_key(collection, event.key, batch, |state| {
-                state.apply(event.version, &event.patch).map_err(|error| (error, String::from_utf8(serialize(&event.patch)).unwrap_or_default()))
+                state.apply(event.version, &event.patch).map_err(|error| {
+                    (
+                        error,
+                        String::from_utf8(serialize(&event.patch)).unwrap_or_default(),
+                    )
+                })
             }),
             Input::Delete { key, version } => self.apply_to_key(collection, key, batch, |state| {
-                state.delete(version).map_err(|error| (error, format!("DELETE version={version:?}")))
+                state
+                    .delete(version)
+                    .map_err(|error| (error, format!("DELETE version={version:?}")))
             }),
             Input::Reject(rejection) => Ok(self.reject(collection, None, rejection, batch)),
         }
@@ -204,10 +226,20 @@ impl Writer {
                 }
             }
         }
-        Ok(ItemResult { status, key: Some(key.to_json()), error: None })
+        Ok(ItemResult {
+            status,
+            key: Some(key.to_json()),
+            error: None,
+        })
     }
 
-    fn reject(&self, collection: usize, key: Option<Value>, rejection: Rejection, batch: &mut BatchState<'_>) -> ItemResult {
+    fn reject(
+        &self,
+        collection: usize,
+        key: Option<Value>,
+        rejection: Rejection,
+        batch: &mut BatchState<'_>,
+    ) -> ItemResult {
         let shared = &self.shared;
         let entry = &shared.collections[collection];
         let seq = entry.rejected_seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -219,18 +251,33 @@ impl Writer {
             "key": key,
             "event": rejection.text,
         });
-        batch.store_batch.put_rejected(&entry.spec.name, seq, serialize(&record));
+        batch
+            .store_batch
+            .put_rejected(&entry.spec.name, seq, serialize(&record));
         let kept_max = shared.config.limits.rejected_kept_max.max(1);
         if seq > kept_max {
-            batch.store_batch.remove_rejected(&entry.spec.name, seq - kept_max);
+            batch
+                .store_batch
+                .remove_rejected(&entry.spec.name, seq - kept_max);
         }
         batch.deltas[collection].rejected += 1;
-        ItemResult { status: Status::Rejected, key, error: Some(rejection.reason) }
+        ItemResult {
+            status: Status::Rejected,
+            key,
+            error: Some(rejection.reason),
+        }
     }
 
     /// Writes the final state of every dirty key and the new counters, then commits.
     fn finish(&mut self, batch: BatchState<'_>) -> Result<(), EngineError> {
-        let BatchState { mut store_batch, dirty, deltas, changes, first_offset, .. } = batch;
+        let BatchState {
+            mut store_batch,
+            dirty,
+            deltas,
+            changes,
+            first_offset,
+            ..
+        } = batch;
         debug_assert_eq!(first_offset + changes.len() as u64, self.next_offset);
         store_batch.append_changes(self.partition, first_offset, &changes);
         for ((collection, key_bytes), doc_json) in dirty {
@@ -240,7 +287,11 @@ impl Writer {
             };
             let doc_json = doc_json.or_else(|| state.doc().map(serialize));
             let record = codec::encode(state, doc_json.as_deref());
-            store_batch.put_doc(&self.shared.collections[collection].spec.name, &key_bytes, record);
+            store_batch.put_doc(
+                &self.shared.collections[collection].spec.name,
+                &key_bytes,
+                record,
+            );
         }
         let partition = usize::from(self.partition);
         let mut totals = Vec::new();
@@ -249,7 +300,9 @@ impl Writer {
                 continue;
             }
             let entry = &self.shared.collections[collection];
-            let mut total = *entry.counters[partition].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut total = *entry.counters[partition]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             total.add(delta);
             store_batch.put_counters(&entry.spec.name, self.partition, &total);
             totals.push((collection, total));
@@ -291,5 +344,7 @@ fn serialize<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

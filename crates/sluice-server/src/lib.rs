@@ -43,23 +43,40 @@ pub fn check_listen_address(address: SocketAddr, insecure_no_auth: bool) -> Resu
 
 pub fn router(engine: Engine) -> Router {
     let limits = engine.config().limits.clone();
-    let state = AppState { ingest_permits: Arc::new(Semaphore::new(limits.ingest_requests_max.max(1))), engine };
+    let state = AppState {
+        ingest_permits: Arc::new(Semaphore::new(limits.ingest_requests_max.max(1))),
+        engine,
+    };
     let ingest = Router::new()
-        .route("/v1/collections/{name}/events", axum::routing::post(post_events))
+        .route(
+            "/v1/collections/{name}/events",
+            axum::routing::post(post_events),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), limit_ingest))
         .layer(DefaultBodyLimit::max(limits.request_bytes_max));
     Router::new()
         .route("/v1/collections/{name}/docs", get(list_docs))
-        .route("/v1/collections/{name}/docs/{*key}", get(get_doc).delete(delete_doc))
+        .route(
+            "/v1/collections/{name}/docs/{*key}",
+            get(get_doc).delete(delete_doc),
+        )
         .route("/v1/collections/{name}/rejected", get(list_rejected))
         .route("/v1/collections/{name}/stats", get(stats))
         .route("/v1/changes", get(changes))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .merge(ingest)
-        .fallback(|| async { ApiError::new(ErrorKind::RouteNotFound, "no such route; see the README for the API") })
+        .fallback(|| async {
+            ApiError::new(
+                ErrorKind::RouteNotFound,
+                "no such route; see the README for the API",
+            )
+        })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(ErrorKind::MethodNotAllowed, "this route does not accept that method")
+            ApiError::new(
+                ErrorKind::MethodNotAllowed,
+                "this route does not accept that method",
+            )
         })
         .with_state(state)
 }
@@ -70,21 +87,34 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(engine))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn limit_ingest(State(state): State<AppState>, request: Request, next: Next) -> Response {
     // Taken before the body is read, so that waiting bodies do not fill memory.
     let Ok(_permit) = state.ingest_permits.try_acquire() else {
-        return ApiError::new(ErrorKind::Overloaded, "too many ingest requests in flight; retry shortly")
-            .into_response();
+        return ApiError::new(
+            ErrorKind::Overloaded,
+            "too many ingest requests in flight; retry shortly",
+        )
+        .into_response();
     };
     next.run(request).await
 }
 
 fn body_format(headers: &HeaderMap) -> BodyFormat {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/x-ndjson" | "application/ndjson" | "application/jsonl" => BodyFormat::Ndjson,
         _ => BodyFormat::Json,
@@ -102,7 +132,10 @@ async fn post_events(
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             let max = engine.config().limits.request_bytes_max;
-            ApiError::new(ErrorKind::PayloadTooLarge, format!("request body is over the limit of {max} bytes"))
+            ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                format!("request body is over the limit of {max} bytes"),
+            )
         } else {
             ApiError::new(ErrorKind::InvalidBody, rejection.body_text())
         }
@@ -114,7 +147,12 @@ async fn post_events(
 }
 
 fn ingest_response(results: &[ItemResult]) -> Response {
-    let count = |status| results.iter().filter(|result| result.status == status).count();
+    let count = |status| {
+        results
+            .iter()
+            .filter(|result| result.status == status)
+            .count()
+    };
     let body = serde_json::json!({
         "applied": count(Status::Applied),
         "noop": count(Status::Noop),
@@ -129,7 +167,10 @@ fn parse_key(engine: &Engine, name: &str, path: &str) -> Result<Key, ApiError> {
     let spec = engine.collection(name)?;
     let segments: Vec<&str> = path.split('/').collect();
     Key::from_segments(&segments, spec.key.len()).map_err(|error| {
-        ApiError::new(ErrorKind::InvalidKey, format!("{error}: give one path segment per key field"))
+        ApiError::new(
+            ErrorKind::InvalidKey,
+            format!("{error}: give one path segment per key field"),
+        )
     })
 }
 
@@ -141,16 +182,27 @@ fn doc_json(key: &serde_json::Value, version: Option<Version>, doc: &[u8], out: 
     out.extend_from_slice(b"{\"key\":");
     out.extend_from_slice(key.to_string().as_bytes());
     out.extend_from_slice(b",\"version\":");
-    out.extend_from_slice(version.map_or(serde_json::Value::Null, Version::to_json).to_string().as_bytes());
+    out.extend_from_slice(
+        version
+            .map_or(serde_json::Value::Null, Version::to_json)
+            .to_string()
+            .as_bytes(),
+    );
     out.extend_from_slice(b",\"doc\":");
     out.extend_from_slice(doc);
     out.push(b'}');
 }
 
-async fn get_doc(State(state): State<AppState>, Path((name, key)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn get_doc(
+    State(state): State<AppState>,
+    Path((name, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let key = parse_key(&state.engine, &name, &key)?;
     let Some(stored) = state.engine.get(&name, &key)? else {
-        return Err(ApiError::new(ErrorKind::DocumentNotFound, format!("no document {key} in {name}")));
+        return Err(ApiError::new(
+            ErrorKind::DocumentNotFound,
+            format!("no document {key} in {name}"),
+        ));
     };
     let mut out = Vec::with_capacity(stored.doc.len() + 64);
     doc_json(&stored.key, stored.version, &stored.doc, &mut out);
@@ -168,11 +220,18 @@ async fn delete_doc(
     Path((name, key)): Path<(String, String)>,
     params: Result<Query<DeleteParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params.map_err(|rejection| ApiError::new(ErrorKind::InvalidParameter, rejection.body_text()))?;
+    let Query(params) = params
+        .map_err(|rejection| ApiError::new(ErrorKind::InvalidParameter, rejection.body_text()))?;
     let key = parse_key(&state.engine, &name, &key)?;
     let version = params.version.as_deref().map(parse_version).transpose()?;
-    let results = state.engine.submit(&name, vec![Input::Delete { key, version }]).await?;
-    let result = results.into_iter().next().ok_or_else(|| ApiError::new(ErrorKind::Internal, "no result"))?;
+    let results = state
+        .engine
+        .submit(&name, vec![Input::Delete { key, version }])
+        .await?;
+    let result = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::new(ErrorKind::Internal, "no result"))?;
     Ok(Json(result).into_response())
 }
 
@@ -192,7 +251,9 @@ struct PageParams {
     limit: Option<usize>,
 }
 
-fn query<T>(params: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
+fn query<T>(
+    params: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
     params
         .map(|Query(params)| params)
         .map_err(|rejection| ApiError::new(ErrorKind::InvalidParameter, rejection.body_text()))
@@ -234,7 +295,11 @@ async fn list_rejected(
     params: Result<Query<RejectedParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    let records = state.engine.rejected(&name, params.after.unwrap_or(0), params.limit.unwrap_or(PAGE_LIMIT_DEFAULT))?;
+    let records = state.engine.rejected(
+        &name,
+        params.after.unwrap_or(0),
+        params.limit.unwrap_or(PAGE_LIMIT_DEFAULT),
+    )?;
     let mut out = b"{\"rejected\":[".to_vec();
     for (index, record) in records.iter().enumerate() {
         if index > 0 {
@@ -246,7 +311,10 @@ async fn list_rejected(
     Ok(json_response(out))
 }
 
-async fn stats(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn stats(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     let counters = state.engine.stats(&name)?;
     Ok(Json(serde_json::json!({
         "collection": name,
@@ -279,9 +347,16 @@ async fn changes(
         Some("now") => engine.head(),
         Some(token) => engine.parse_cursor(token)?,
     };
-    let wait_ms = params.wait_ms.unwrap_or(0).min(engine.config().limits.wait_ms_max);
+    let wait_ms = params
+        .wait_ms
+        .unwrap_or(0)
+        .min(engine.config().limits.wait_ms_max);
     let page = engine
-        .changes(after, params.limit.unwrap_or(PAGE_LIMIT_DEFAULT), Duration::from_millis(wait_ms))
+        .changes(
+            after,
+            params.limit.unwrap_or(PAGE_LIMIT_DEFAULT),
+            Duration::from_millis(wait_ms),
+        )
         .await?;
     let mut out = b"{\"changes\":[".to_vec();
     for (index, record) in page.records.iter().enumerate() {
@@ -306,8 +381,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn healthz(State(state): State<AppState>) -> Response {
     if state.engine.is_poisoned() {
-        return ApiError::new(ErrorKind::StoreUnavailable, "a commit failed; writes are stopped until a restart")
-            .into_response();
+        return ApiError::new(
+            ErrorKind::StoreUnavailable,
+            "a commit failed; writes are stopped until a restart",
+        )
+        .into_response();
     }
     Json(serde_json::json!({"status": "ok"})).into_response()
 }

@@ -1,6 +1,9 @@
 //! Every endpoint, in process (the router is called directly; the network path is covered
 //! by the CLI's crash test, which runs the real binary).
 
+// Helpers outside `#[test]` functions may unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -44,30 +47,54 @@ impl Answer {
     }
 
     fn error_code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or_default().to_owned()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     fn error_message(&self) -> String {
-        self.json()["error"]["message"].as_str().unwrap_or_default().to_owned()
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
 fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(&Config::from_toml(CONFIG).unwrap(), dir.path()).unwrap();
-    Api { router: sluice_server::router(engine.clone()), engine, _dir: dir }
+    Api {
+        router: sluice_server::router(engine.clone()),
+        engine,
+        _dir: dir,
+    }
 }
 
 impl Api {
-    async fn call(&self, method: &str, uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Answer {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Answer {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
-        let response = self.router.clone().oneshot(request.body(body.into()).unwrap()).await.unwrap();
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(body.into()).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Answer { status, text: String::from_utf8(bytes.to_vec()).unwrap() }
+        Answer {
+            status,
+            text: String::from_utf8(bytes.to_vec()).unwrap(),
+        }
     }
 
     async fn get(&self, uri: &str) -> Answer {
@@ -75,11 +102,13 @@ impl Api {
     }
 
     async fn post(&self, uri: &str, body: &str) -> Answer {
-        self.call("POST", uri, Some("application/json"), body.to_owned()).await
+        self.call("POST", uri, Some("application/json"), body.to_owned())
+            .await
     }
 
     async fn ndjson(&self, uri: &str, body: &str) -> Answer {
-        self.call("POST", uri, Some("application/x-ndjson"), body.to_owned()).await
+        self.call("POST", uri, Some("application/x-ndjson"), body.to_owned())
+            .await
     }
 }
 
@@ -88,25 +117,59 @@ const EVENTS: &str = "/v1/collections/doctor/events";
 #[tokio::test]
 async fn ingest_object_array_and_ndjson() {
     let api = api();
-    let answer = api.post(EVENTS, r#"{"doctor_id": 17, "updated_at": 1, "name": "Ana", "location": "Chicago Hope"}"#).await;
+    let answer = api
+        .post(
+            EVENTS,
+            r#"{"doctor_id": 17, "updated_at": 1, "name": "Ana", "location": "Chicago Hope"}"#,
+        )
+        .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
-    assert_eq!(answer.json(), json!({"applied": 1, "noop": 0, "stale": 0, "rejected": 0, "results": [{"status": "applied", "key": 17}]}));
+    assert_eq!(
+        answer.json(),
+        json!({"applied": 1, "noop": 0, "stale": 0, "rejected": 0, "results": [{"status": "applied", "key": 17}]})
+    );
 
     let answer = api
         .post(EVENTS, r#"[{"doctor_id": 17, "updated_at": 3, "location": "Mercy"}, {"name": "no key"}, {"doctor_id": 17, "updated_at": 2, "location": "General"}, {"doctor_id": 17, "updated_at": 3, "location": "Mercy"}]"#)
         .await;
     let body = answer.json();
-    assert_eq!((body["applied"].clone(), body["rejected"].clone(), body["stale"].clone(), body["noop"].clone()), (json!(1), json!(1), json!(1), json!(1)));
-    let statuses: Vec<&str> = body["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(
+        (
+            body["applied"].clone(),
+            body["rejected"].clone(),
+            body["stale"].clone(),
+            body["noop"].clone()
+        ),
+        (json!(1), json!(1), json!(1), json!(1))
+    );
+    let statuses: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["applied", "rejected", "stale", "noop"]);
-    assert!(body["results"][1]["error"].as_str().unwrap().contains("key field /doctor_id is missing"));
+    assert!(
+        body["results"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("key field /doctor_id is missing")
+    );
 
-    let answer = api.ndjson(EVENTS, "{\"doctor_id\": 18, \"updated_at\": 1}\n\n{\"doctor_id\": 19, \"updated_at\": 1}\n").await;
+    let answer = api
+        .ndjson(
+            EVENTS,
+            "{\"doctor_id\": 18, \"updated_at\": 1}\n\n{\"doctor_id\": 19, \"updated_at\": 1}\n",
+        )
+        .await;
     assert_eq!(answer.json()["applied"], json!(2));
 
     let doc = api.get("/v1/collections/doctor/docs/17").await;
     assert_eq!(doc.status, StatusCode::OK);
-    assert_eq!(doc.json(), json!({"key": 17, "version": 3, "doc": {"doctor_id": 17, "updated_at": 3, "name": "Ana", "location": "Mercy"}}));
+    assert_eq!(
+        doc.json(),
+        json!({"key": 17, "version": 3, "doc": {"doctor_id": 17, "updated_at": 3, "name": "Ana", "location": "Mercy"}})
+    );
 }
 
 #[tokio::test]
@@ -115,23 +178,84 @@ async fn bad_input_gets_clear_errors() {
     let check = |answer: Answer, status: StatusCode, code: &str, needle: &str| {
         assert_eq!(answer.status, status, "{}", answer.text);
         assert_eq!(answer.error_code(), code, "{}", answer.text);
-        assert!(answer.error_message().contains(needle), "{:?} lacks {needle:?}", answer.error_message());
+        assert!(
+            answer.error_message().contains(needle),
+            "{:?} lacks {needle:?}",
+            answer.error_message()
+        );
     };
-    check(api.post(EVENTS, "{\"doctor_id\": 1,\n \"x\": }").await, StatusCode::BAD_REQUEST, "malformed_json", "line 2, column 7");
-    check(api.ndjson(EVENTS, "{\"doctor_id\": 1, \"updated_at\": 1}\n{oops}\n").await, StatusCode::BAD_REQUEST, "malformed_json", "NDJSON line 2");
-    check(api.post("/v1/collections/nurse/events", "{}").await, StatusCode::NOT_FOUND, "unknown_collection", "nurse");
-    check(api.post(EVENTS, &format!("[{}]", "1,".repeat(3000) + "1")).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "4096 bytes");
-    check(api.post(EVENTS, "").await, StatusCode::BAD_REQUEST, "invalid_body", "empty");
+    check(
+        api.post(EVENTS, "{\"doctor_id\": 1,\n \"x\": }").await,
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+        "line 2, column 7",
+    );
+    check(
+        api.ndjson(EVENTS, "{\"doctor_id\": 1, \"updated_at\": 1}\n{oops}\n")
+            .await,
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+        "NDJSON line 2",
+    );
+    check(
+        api.post("/v1/collections/nurse/events", "{}").await,
+        StatusCode::NOT_FOUND,
+        "unknown_collection",
+        "nurse",
+    );
+    check(
+        api.post(EVENTS, &format!("[{}]", "1,".repeat(3000) + "1"))
+            .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "4096 bytes",
+    );
+    check(
+        api.post(EVENTS, "").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_body",
+        "empty",
+    );
     // serde_json's own recursion limit answers long before any stack is at risk.
-    let nested = format!("{{\"doctor_id\": 1, \"a\": {}{}}}", "[".repeat(400), "]".repeat(400));
-    check(api.post(EVENTS, &nested).await, StatusCode::BAD_REQUEST, "malformed_json", "recursion limit");
-    check(api.ndjson(EVENTS, &nested).await, StatusCode::BAD_REQUEST, "malformed_json", "recursion limit");
-    let answer = api.post(EVENTS, &("[".repeat(2000) + &"]".repeat(2000))).await;
-    assert!(answer.json()["results"][0]["error"].as_str().unwrap().contains("over the limit"), "{}", answer.text);
+    let nested = format!(
+        "{{\"doctor_id\": 1, \"a\": {}{}}}",
+        "[".repeat(400),
+        "]".repeat(400)
+    );
+    check(
+        api.post(EVENTS, &nested).await,
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+        "recursion limit",
+    );
+    check(
+        api.ndjson(EVENTS, &nested).await,
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+        "recursion limit",
+    );
+    let answer = api
+        .post(EVENTS, &("[".repeat(2000) + &"]".repeat(2000)))
+        .await;
+    assert!(
+        answer.json()["results"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit"),
+        "{}",
+        answer.text
+    );
 
     // Inside a batch, bad events are rejected with a reason and the good one applies.
-    let deep = format!("{{\"doctor_id\": 5, \"updated_at\": 1, \"a\": {}1{}}}", "{\"b\":".repeat(20), "}".repeat(20));
-    let big = format!("{{\"doctor_id\": 6, \"updated_at\": 1, \"bio\": \"{}\"}}", "x".repeat(1100));
+    let deep = format!(
+        "{{\"doctor_id\": 5, \"updated_at\": 1, \"a\": {}1{}}}",
+        "{\"b\":".repeat(20),
+        "}".repeat(20)
+    );
+    let big = format!(
+        "{{\"doctor_id\": 6, \"updated_at\": 1, \"bio\": \"{}\"}}",
+        "x".repeat(1100)
+    );
     let body = [
         r#"{"doctor_id": [1], "updated_at": 1}"#,
         r#"{"doctor_id": 2, "updated_at": 1.5}"#,
@@ -145,23 +269,50 @@ async fn bad_input_gets_clear_errors() {
     let answer = api.ndjson(EVENTS, &body).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     let results = answer.json()["results"].as_array().unwrap().clone();
-    let errors: Vec<String> = results.iter().map(|r| r["error"].as_str().unwrap_or("").to_owned()).collect();
-    assert!(errors[0].contains("must be a string or an integer, got an array"), "{errors:?}");
-    assert!(errors[1].contains("must be an integer or an RFC 3339 time"), "{errors:?}");
-    assert!(errors[2].contains("version at /updated_at is missing"), "{errors:?}");
+    let errors: Vec<String> = results
+        .iter()
+        .map(|r| r["error"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        errors[0].contains("must be a string or an integer, got an array"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("must be an integer or an RFC 3339 time"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[2].contains("version at /updated_at is missing"),
+        "{errors:?}"
+    );
     assert_eq!(results[3]["status"], "applied");
     assert!(errors[4].contains("mixed version types"), "{errors:?}");
     assert!(errors[5].contains("deeper than 16"), "{errors:?}");
     assert!(errors[6].contains("must be a JSON object"), "{errors:?}");
     let answer = api.post(EVENTS, &big).await;
-    assert!(answer.json()["results"][0]["error"].as_str().unwrap().contains("over the limit of 1024 bytes"));
+    assert!(
+        answer.json()["results"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit of 1024 bytes")
+    );
 
     // Every rejection is kept, with its reason and text.
-    let rejected = api.get("/v1/collections/doctor/rejected?limit=100").await.json();
+    let rejected = api
+        .get("/v1/collections/doctor/rejected?limit=100")
+        .await
+        .json();
     let rejected = rejected["rejected"].as_array().unwrap();
     assert_eq!(rejected.len(), 8);
-    assert!(rejected.iter().any(|r| r["event"].as_str().unwrap().contains("[1]")));
-    let after = api.get("/v1/collections/doctor/rejected?after=5").await.json();
+    assert!(
+        rejected
+            .iter()
+            .any(|r| r["event"].as_str().unwrap().contains("[1]"))
+    );
+    let after = api
+        .get("/v1/collections/doctor/rejected?after=5")
+        .await
+        .json();
     assert_eq!(after["rejected"].as_array().unwrap().len(), 3);
     let stats = api.get("/v1/collections/doctor/stats").await.json();
     assert_eq!(stats["rejected"], json!(8));
@@ -172,30 +323,79 @@ async fn bad_input_gets_clear_errors() {
 async fn documents_composite_keys_delete_and_list() {
     let api = api();
     let uri = "/v1/collections/availability/events";
-    let body: String = (0..25).map(|slot| format!("{{\"location\": \"chicago\", \"slot\": {slot}, \"open\": true}}\n")).collect();
+    let body: String = (0..25)
+        .map(|slot| format!("{{\"location\": \"chicago\", \"slot\": {slot}, \"open\": true}}\n"))
+        .collect();
     assert_eq!(api.ndjson(uri, &body).await.json()["applied"], json!(25));
     let doc = api.get("/v1/collections/availability/docs/chicago/7").await;
     assert_eq!(doc.json()["key"], json!(["chicago", 7]));
     assert_eq!(doc.json()["version"], json!(1));
     let wrong = api.get("/v1/collections/availability/docs/chicago").await;
-    assert_eq!((wrong.status, wrong.error_code()), (StatusCode::BAD_REQUEST, "invalid_key".to_owned()));
+    assert_eq!(
+        (wrong.status, wrong.error_code()),
+        (StatusCode::BAD_REQUEST, "invalid_key".to_owned())
+    );
     let missing = api.get("/v1/collections/availability/docs/boston/7").await;
-    assert_eq!((missing.status, missing.error_code()), (StatusCode::NOT_FOUND, "document_not_found".to_owned()));
+    assert_eq!(
+        (missing.status, missing.error_code()),
+        (StatusCode::NOT_FOUND, "document_not_found".to_owned())
+    );
 
-    let deleted = api.call("DELETE", "/v1/collections/availability/docs/chicago/7", None, Body::empty()).await;
+    let deleted = api
+        .call(
+            "DELETE",
+            "/v1/collections/availability/docs/chicago/7",
+            None,
+            Body::empty(),
+        )
+        .await;
     assert_eq!(deleted.json()["status"], "applied", "{}", deleted.text);
-    assert_eq!(api.get("/v1/collections/availability/docs/chicago/7").await.status, StatusCode::NOT_FOUND);
-    let again = api.call("DELETE", "/v1/collections/availability/docs/chicago/7", None, Body::empty()).await;
+    assert_eq!(
+        api.get("/v1/collections/availability/docs/chicago/7")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let again = api
+        .call(
+            "DELETE",
+            "/v1/collections/availability/docs/chicago/7",
+            None,
+            Body::empty(),
+        )
+        .await;
     assert_eq!(again.json()["status"], "noop");
-    let stale = api.call("DELETE", "/v1/collections/availability/docs/chicago/8?version=0", None, Body::empty()).await;
+    let stale = api
+        .call(
+            "DELETE",
+            "/v1/collections/availability/docs/chicago/8?version=0",
+            None,
+            Body::empty(),
+        )
+        .await;
     assert_eq!(stale.json()["status"], "stale");
-    let bad = api.call("DELETE", "/v1/collections/availability/docs/chicago/8?version=soon", None, Body::empty()).await;
-    assert_eq!((bad.status, bad.error_code()), (StatusCode::BAD_REQUEST, "invalid_parameter".to_owned()));
+    let bad = api
+        .call(
+            "DELETE",
+            "/v1/collections/availability/docs/chicago/8?version=soon",
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.error_code()),
+        (StatusCode::BAD_REQUEST, "invalid_parameter".to_owned())
+    );
 
     let mut seen = 0;
     let mut after = String::new();
     loop {
-        let page = api.get(&format!("/v1/collections/availability/docs?limit=10{after}")).await.json();
+        let page = api
+            .get(&format!(
+                "/v1/collections/availability/docs?limit=10{after}"
+            ))
+            .await
+            .json();
         seen += page["docs"].as_array().unwrap().len();
         match page["next"].as_str() {
             Some(next) => after = format!("&after={next}"),
@@ -219,37 +419,68 @@ async fn change_log_pages_and_long_polls() {
     let rest = api.get(&format!("/v1/changes?after={next}")).await.json();
     assert_eq!(rest["changes"].as_array().unwrap().len(), 1);
     let change = &rest["changes"][0];
-    assert!(change["cursor"].is_string() && change["ts_ms"].is_u64(), "{change}");
+    assert!(
+        change["cursor"].is_string() && change["ts_ms"].is_u64(),
+        "{change}"
+    );
     let all = api.get("/v1/changes").await.json();
-    let updates: Vec<&Value> = all["changes"].as_array().unwrap().iter().filter(|c| c["key"] == json!(1)).collect();
+    let updates: Vec<&Value> = all["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["key"] == json!(1))
+        .collect();
     assert_eq!(updates.len(), 2);
     assert_eq!(updates[1]["changed"], json!(["/a", "/updated_at"]));
     assert_eq!(updates[1]["op"], "upsert");
-    assert_eq!(updates[1]["doc"], json!({"doctor_id": 1, "updated_at": 2, "a": 2}));
+    assert_eq!(
+        updates[1]["doc"],
+        json!({"doctor_id": 1, "updated_at": 2, "a": 2})
+    );
 
     let head = rest["next"].as_str().unwrap().to_owned();
     let waiter = {
         let router = api.router.clone();
         let uri = format!("/v1/changes?after={head}&wait_ms=30000");
         tokio::spawn(async move {
-            let response = router.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+            let response = router
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
             let bytes = response.into_body().collect().await.unwrap().to_bytes();
             serde_json::from_slice::<Value>(&bytes).unwrap()
         })
     };
-    let deleted = api.call("DELETE", "/v1/collections/doctor/docs/2", None, Body::empty()).await;
+    let deleted = api
+        .call(
+            "DELETE",
+            "/v1/collections/doctor/docs/2",
+            None,
+            Body::empty(),
+        )
+        .await;
     assert_eq!(deleted.json()["status"], "applied");
     let woke = waiter.await.unwrap();
     assert_eq!(woke["changes"][0]["op"], "delete");
     assert_eq!(woke["changes"][0]["doc"], Value::Null);
 
-    let empty = api.get(&format!("/v1/changes?after={}&wait_ms=10", woke["next"].as_str().unwrap())).await.json();
+    let empty = api
+        .get(&format!(
+            "/v1/changes?after={}&wait_ms=10",
+            woke["next"].as_str().unwrap()
+        ))
+        .await
+        .json();
     assert_eq!(empty["changes"], json!([]));
     let now = api.get("/v1/changes?after=now").await.json();
     assert_eq!(now["changes"], json!([]));
     for bad in ["1.2", "a.b.c", "1.2.3.4"] {
         let answer = api.get(&format!("/v1/changes?after={bad}")).await;
-        assert_eq!((answer.status, answer.error_code()), (StatusCode::BAD_REQUEST, "invalid_cursor".to_owned()), "{bad}");
+        assert_eq!(
+            (answer.status, answer.error_code()),
+            (StatusCode::BAD_REQUEST, "invalid_cursor".to_owned()),
+            "{bad}"
+        );
     }
     let answer = api.get("/v1/changes?wait=5").await;
     assert_eq!(answer.error_code(), "invalid_parameter");
@@ -258,19 +489,49 @@ async fn change_log_pages_and_long_polls() {
 #[tokio::test]
 async fn operations_endpoints() {
     let api = api();
-    api.post(EVENTS, r#"{"doctor_id": 1, "updated_at": 1}"#).await;
+    api.post(EVENTS, r#"{"doctor_id": 1, "updated_at": 1}"#)
+        .await;
     let health = api.get("/healthz").await;
-    assert_eq!((health.status, health.json()), (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(
+        (health.status, health.json()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
     let metrics = api.get("/metrics").await;
-    assert!(metrics.text.contains("sluice_events_total{collection=\"doctor\",outcome=\"applied\"} 1"), "{}", metrics.text);
-    assert!(metrics.text.contains("sluice_commit_seconds_count 1"), "{}", metrics.text);
-    assert!(metrics.text.contains("sluice_batch_events_bucket"), "{}", metrics.text);
+    assert!(
+        metrics
+            .text
+            .contains("sluice_events_total{collection=\"doctor\",outcome=\"applied\"} 1"),
+        "{}",
+        metrics.text
+    );
+    assert!(
+        metrics.text.contains("sluice_commit_seconds_count 1"),
+        "{}",
+        metrics.text
+    );
+    assert!(
+        metrics.text.contains("sluice_batch_events_bucket"),
+        "{}",
+        metrics.text
+    );
     let stats = api.get("/v1/collections/doctor/stats").await.json();
-    assert_eq!(stats, json!({"collection": "doctor", "applied": 1, "noop": 0, "stale": 0, "rejected": 0, "documents": 1}));
+    assert_eq!(
+        stats,
+        json!({"collection": "doctor", "applied": 1, "noop": 0, "stale": 0, "rejected": 0, "documents": 1})
+    );
     let missing = api.get("/v2/nothing").await;
-    assert_eq!((missing.status, missing.error_code()), (StatusCode::NOT_FOUND, "route_not_found".to_owned()));
+    assert_eq!(
+        (missing.status, missing.error_code()),
+        (StatusCode::NOT_FOUND, "route_not_found".to_owned())
+    );
     let method = api.call("PUT", "/healthz", None, Body::empty()).await;
-    assert_eq!((method.status, method.error_code()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".to_owned()));
+    assert_eq!(
+        (method.status, method.error_code()),
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed".to_owned()
+        )
+    );
     assert!(api.engine.stats("doctor").is_ok());
 }
 
@@ -283,15 +544,26 @@ async fn overload_answers_503_with_retry_after() {
     let router = sluice_server::router(engine);
     // Hold the only ingest permit with a request whose body never finishes.
     let (mut sender, body) = http_body_util::channel::Channel::<axum::body::Bytes>::new(1);
-    sender.send_data(axum::body::Bytes::from_static(b"{")).await.unwrap();
-    let held = tokio::spawn(router.clone().oneshot(Request::post(EVENTS).body(Body::new(body)).unwrap()));
+    sender
+        .send_data(axum::body::Bytes::from_static(b"{"))
+        .await
+        .unwrap();
+    let held = tokio::spawn(
+        router
+            .clone()
+            .oneshot(Request::post(EVENTS).body(Body::new(body)).unwrap()),
+    );
     // On this current-thread runtime, yielding lets the held request run until it waits
     // for the rest of its body, holding the permit.
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
     assert!(!held.is_finished());
-    let answer = router.clone().oneshot(Request::post(EVENTS).body(Body::from("{}")).unwrap()).await.unwrap();
+    let answer = router
+        .clone()
+        .oneshot(Request::post(EVENTS).body(Body::from("{}")).unwrap())
+        .await
+        .unwrap();
     assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.headers()["retry-after"], "1");
     drop(sender);

@@ -26,7 +26,9 @@ pub type Bytes = fjall::Slice;
 pub enum StoreError {
     #[error("storage engine: {0}")]
     Engine(#[from] fjall::Error),
-    #[error("data directory was created with {stored} partitions, config asks for {configured}; partitions cannot change")]
+    #[error(
+        "data directory was created with {stored} partitions, config asks for {configured}; partitions cannot change"
+    )]
     Partitions { stored: u16, configured: u16 },
     #[error("corrupt {what} in the store")]
     Corrupt { what: &'static str },
@@ -49,7 +51,13 @@ impl Counters {
 
     fn encode(&self) -> [u8; Self::ENCODED_LEN] {
         let mut out = [0; Self::ENCODED_LEN];
-        let fields = [self.applied, self.noop, self.stale, self.rejected, self.documents as u64];
+        let fields = [
+            self.applied,
+            self.noop,
+            self.stale,
+            self.rejected,
+            self.documents as u64,
+        ];
         for (chunk, value) in out.chunks_exact_mut(8).zip(fields) {
             chunk.copy_from_slice(&value.to_le_bytes());
         }
@@ -108,9 +116,15 @@ const META_STATS: &[u8] = b"stats\0";
 impl Store {
     /// Opens (or creates) the store and pins the partition count on first use.
     pub fn open(path: &Path, partitions: u16, options: StoreOptions) -> Result<Self> {
-        let db = Database::builder(path).cache_size(options.cache_bytes).open()?;
+        let db = Database::builder(path)
+            .cache_size(options.cache_bytes)
+            .open()?;
         let memtable_bytes = options.memtable_bytes.max(1 << 20);
-        let open = |name: &str| db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes));
+        let open = |name: &str| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
+            })
+        };
         let store = Self {
             docs: open("docs")?,
             changes: open("changes")?,
@@ -122,13 +136,20 @@ impl Store {
             Some(bytes) => {
                 let stored = <[u8; 2]>::try_from(&*bytes)
                     .map(u16::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt { what: "partition count" })?;
+                    .map_err(|_| StoreError::Corrupt {
+                        what: "partition count",
+                    })?;
                 if stored != partitions {
-                    return Err(StoreError::Partitions { stored, configured: partitions });
+                    return Err(StoreError::Partitions {
+                        stored,
+                        configured: partitions,
+                    });
                 }
             }
             None => {
-                store.meta.insert(META_PARTITIONS, partitions.to_be_bytes())?;
+                store
+                    .meta
+                    .insert(META_PARTITIONS, partitions.to_be_bytes())?;
                 store.sync()?;
             }
         }
@@ -141,7 +162,10 @@ impl Store {
     }
 
     pub fn batch(&self) -> Batch<'_> {
-        Batch { store: self, inner: self.db.batch() }
+        Batch {
+            store: self,
+            inner: self.db.batch(),
+        }
     }
 
     pub fn get_doc(&self, collection: &str, key: &[u8]) -> Result<Option<Bytes>> {
@@ -149,7 +173,12 @@ impl Store {
     }
 
     /// Documents of a collection in key order, strictly after `after` (an encoded key).
-    pub fn scan_docs(&self, collection: &str, after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Bytes)>> {
+    pub fn scan_docs(
+        &self,
+        collection: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Bytes)>> {
         let prefix = collection_prefix(collection);
         let start = match after {
             Some(key) => {
@@ -162,7 +191,9 @@ impl Store {
         let mut out = Vec::with_capacity(limit.min(1024));
         for guard in self.docs.range(start..) {
             let (key, value) = guard.into_inner()?;
-            let Some(suffix) = key.strip_prefix(prefix.as_slice()) else { break };
+            let Some(suffix) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
             out.push((suffix.to_vec(), value));
             if out.len() >= limit {
                 break;
@@ -185,17 +216,30 @@ impl Store {
     }
 
     /// Change records of `partition` with offsets in `from..until`, at most `limit`.
-    pub fn read_changes(&self, partition: u16, from: u64, until: u64, limit: usize) -> Result<Vec<(u64, Bytes)>> {
+    pub fn read_changes(
+        &self,
+        partition: u16,
+        from: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Bytes)>> {
         if from >= until || limit == 0 {
             return Ok(Vec::new());
         }
         // Start at the chunk that holds `from`: the last one whose first offset is <= from.
-        let start = match self.changes.range(change_key(partition, 0)..=change_key(partition, from)).next_back() {
+        let start = match self
+            .changes
+            .range(change_key(partition, 0)..=change_key(partition, from))
+            .next_back()
+        {
             Some(guard) => guard.key()?.to_vec(),
             None => change_key(partition, from).to_vec(),
         };
         let mut out = Vec::with_capacity(limit.min(1024));
-        for guard in self.changes.range(start..change_key(partition, until).to_vec()) {
+        for guard in self
+            .changes
+            .range(start..change_key(partition, until).to_vec())
+        {
             let (key, chunk) = guard.into_inner()?;
             let (_, first) = decode_change_key(&key)?;
             for (index, body) in ChunkIter::new(&chunk)?.enumerate() {
@@ -221,13 +265,20 @@ impl Store {
         }
     }
 
-    pub fn scan_rejected(&self, collection: &str, after_seq: u64, limit: usize) -> Result<Vec<(u64, Bytes)>> {
+    pub fn scan_rejected(
+        &self,
+        collection: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Bytes)>> {
         let prefix = collection_prefix(collection);
         let start = rejected_key(collection, after_seq.saturating_add(1));
         let mut out = Vec::with_capacity(limit.min(1024));
         for guard in self.rejected.range(start..) {
             let (key, value) = guard.into_inner()?;
-            let Some(suffix) = key.strip_prefix(prefix.as_slice()) else { break };
+            let Some(suffix) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
             out.push((decode_seq(suffix)?, value));
             if out.len() >= limit {
                 break;
@@ -249,7 +300,9 @@ impl Store {
             let partition = <[u8; 2]>::try_from(&rest[split + 1..])
                 .map(u16::from_be_bytes)
                 .map_err(|_| StoreError::Corrupt { what: "stats key" })?;
-            let counters = Counters::decode(&value).ok_or(StoreError::Corrupt { what: "stats value" })?;
+            let counters = Counters::decode(&value).ok_or(StoreError::Corrupt {
+                what: "stats value",
+            })?;
             out.push((collection.to_owned(), partition, counters));
         }
         Ok(out)
@@ -264,7 +317,8 @@ pub struct Batch<'a> {
 
 impl Batch<'_> {
     pub fn put_doc(&mut self, collection: &str, key: &[u8], record: Vec<u8>) {
-        self.inner.insert(&self.store.docs, doc_key(collection, key), record);
+        self.inner
+            .insert(&self.store.docs, doc_key(collection, key), record);
     }
 
     /// Appends change records with consecutive offsets starting at `first_offset`.
@@ -280,15 +334,21 @@ impl Batch<'_> {
             chunk.extend_from_slice(body);
         }
         debug_assert_eq!(chunk.len(), length);
-        self.inner.insert(&self.store.changes, change_key(partition, first_offset), chunk);
+        self.inner.insert(
+            &self.store.changes,
+            change_key(partition, first_offset),
+            chunk,
+        );
     }
 
     pub fn put_rejected(&mut self, collection: &str, seq: u64, record: Vec<u8>) {
-        self.inner.insert(&self.store.rejected, rejected_key(collection, seq), record);
+        self.inner
+            .insert(&self.store.rejected, rejected_key(collection, seq), record);
     }
 
     pub fn remove_rejected(&mut self, collection: &str, seq: u64) {
-        self.inner.remove(&self.store.rejected, rejected_key(collection, seq));
+        self.inner
+            .remove(&self.store.rejected, rejected_key(collection, seq));
     }
 
     pub fn put_counters(&mut self, collection: &str, partition: u16, counters: &Counters) {
@@ -296,7 +356,8 @@ impl Batch<'_> {
         key.extend_from_slice(collection.as_bytes());
         key.push(0);
         key.extend_from_slice(&partition.to_be_bytes());
-        self.inner.insert(&self.store.meta, key, counters.encode().to_vec());
+        self.inner
+            .insert(&self.store.meta, key, counters.encode().to_vec());
     }
 
     pub fn len(&self) -> usize {
@@ -341,14 +402,19 @@ fn change_key(partition: u16, offset: u64) -> [u8; 10] {
 }
 
 fn decode_change_key(key: &[u8]) -> Result<(u16, u64)> {
-    let corrupt = || StoreError::Corrupt { what: "change-log key" };
-    let partition = <[u8; 2]>::try_from(key.get(..2).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    let corrupt = || StoreError::Corrupt {
+        what: "change-log key",
+    };
+    let partition =
+        <[u8; 2]>::try_from(key.get(..2).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
     let offset = <[u8; 8]>::try_from(key.get(2..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
     Ok((u16::from_be_bytes(partition), u64::from_be_bytes(offset)))
 }
 
 fn chunk_count(chunk: &[u8]) -> Result<u32> {
-    let count = chunk.get(..4).ok_or(StoreError::Corrupt { what: "change-log chunk" })?;
+    let count = chunk.get(..4).ok_or(StoreError::Corrupt {
+        what: "change-log chunk",
+    })?;
     Ok(u32::from_le_bytes([count[0], count[1], count[2], count[3]]))
 }
 
@@ -360,7 +426,10 @@ struct ChunkIter<'a> {
 
 impl<'a> ChunkIter<'a> {
     fn new(chunk: &'a [u8]) -> Result<Self> {
-        Ok(Self { remaining: chunk_count(chunk)?, rest: &chunk[4..] })
+        Ok(Self {
+            remaining: chunk_count(chunk)?,
+            rest: &chunk[4..],
+        })
     }
 }
 
@@ -372,7 +441,9 @@ impl<'a> Iterator for ChunkIter<'a> {
             return None;
         }
         self.remaining -= 1;
-        let corrupt = StoreError::Corrupt { what: "change-log chunk" };
+        let corrupt = StoreError::Corrupt {
+            what: "change-log chunk",
+        };
         let Some((length, rest)) = self.rest.split_first_chunk::<4>() else {
             self.remaining = 0;
             return Some(Err(corrupt));
@@ -390,7 +461,9 @@ impl<'a> Iterator for ChunkIter<'a> {
 fn decode_seq(bytes: &[u8]) -> Result<u64> {
     <[u8; 8]>::try_from(bytes)
         .map(u64::from_be_bytes)
-        .map_err(|_| StoreError::Corrupt { what: "rejected-event key" })
+        .map_err(|_| StoreError::Corrupt {
+            what: "rejected-event key",
+        })
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 use super::*;
 
-const OPTIONS: StoreOptions = StoreOptions { cache_bytes: 1 << 20, memtable_bytes: 1 << 20 };
+const OPTIONS: StoreOptions = StoreOptions {
+    cache_bytes: 1 << 20,
+    memtable_bytes: 1 << 20,
+};
 
 fn open(dir: &Path) -> Store {
     Store::open(dir, 2, OPTIONS).unwrap()
@@ -14,13 +17,24 @@ fn batch_is_atomic_and_survives_reopen() {
         let mut batch = store.batch();
         batch.put_doc("doctor", b"17", b"doc".to_vec());
         batch.append_changes(1, 0, &[b"{}".to_vec(), b"{}".to_vec()]);
-        batch.put_counters("doctor", 1, &Counters { applied: 2, documents: 1, ..Counters::default() });
+        batch.put_counters(
+            "doctor",
+            1,
+            &Counters {
+                applied: 2,
+                documents: 1,
+                ..Counters::default()
+            },
+        );
         batch.put_rejected("doctor", 1, b"bad".to_vec());
         batch.commit().unwrap();
         store.sync().unwrap();
     }
     let store = open(dir.path());
-    assert_eq!(store.get_doc("doctor", b"17").unwrap().as_deref(), Some(&b"doc"[..]));
+    assert_eq!(
+        store.get_doc("doctor", b"17").unwrap().as_deref(),
+        Some(&b"doc"[..])
+    );
     assert_eq!(store.get_doc("doctor", b"18").unwrap(), None);
     assert_eq!(store.next_change_offset(0).unwrap(), 0);
     assert_eq!(store.next_change_offset(1).unwrap(), 2);
@@ -28,7 +42,18 @@ fn batch_is_atomic_and_survives_reopen() {
     assert_eq!(store.last_rejected_seq("doctor").unwrap(), 1);
     assert_eq!(store.last_rejected_seq("location").unwrap(), 0);
     let counters = store.load_counters().unwrap();
-    assert_eq!(counters, vec![("doctor".into(), 1, Counters { applied: 2, documents: 1, ..Counters::default() })]);
+    assert_eq!(
+        counters,
+        vec![(
+            "doctor".into(),
+            1,
+            Counters {
+                applied: 2,
+                documents: 1,
+                ..Counters::default()
+            }
+        )]
+    );
 }
 
 #[test]
@@ -36,7 +61,10 @@ fn partition_count_is_pinned() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
     let error = Store::open(dir.path(), 3, OPTIONS).err().unwrap();
-    assert!(error.to_string().contains("created with 2 partitions"), "{error}");
+    assert!(
+        error.to_string().contains("created with 2 partitions"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -53,12 +81,25 @@ fn scans_stay_inside_their_collection() {
     batch.put_rejected("ab", 9, vec![]);
     batch.commit().unwrap();
     let keys = |after: Option<&[u8]>, limit| {
-        store.scan_docs("a", after, limit).unwrap().into_iter().map(|(key, _)| key).collect::<Vec<_>>()
+        store
+            .scan_docs("a", after, limit)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect::<Vec<_>>()
     };
-    assert_eq!(keys(None, 10), vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
+    assert_eq!(
+        keys(None, 10),
+        vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]
+    );
     assert_eq!(keys(Some(b"1"), 1), vec![b"2".to_vec()]);
     assert_eq!(keys(Some(b"3"), 10), Vec::<Vec<u8>>::new());
-    let seqs: Vec<u64> = store.scan_rejected("a", 1, 10).unwrap().into_iter().map(|(seq, _)| seq).collect();
+    let seqs: Vec<u64> = store
+        .scan_rejected("a", 1, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
     assert_eq!(seqs, vec![2, 3]);
     assert_eq!(store.last_rejected_seq("a").unwrap(), 3);
 }

@@ -24,7 +24,9 @@ pub struct Stamp {
 
 impl Ord for Stamp {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.version.total_cmp(other.version).then(self.tie.cmp(&other.tie))
+        self.version
+            .total_cmp(other.version)
+            .then(self.tie.cmp(&other.tie))
     }
 }
 

@@ -43,7 +43,11 @@ pub struct Applied {
 
 impl Applied {
     fn unchanged(outcome: Outcome) -> Self {
-        Self { outcome, changed: Vec::new(), state_changed: false }
+        Self {
+            outcome,
+            changed: Vec::new(),
+            state_changed: false,
+        }
     }
 }
 
@@ -102,7 +106,11 @@ impl DocState {
 
     /// Applies a partial document. `version: None` means arrival order: the event is
     /// newer than everything before it.
-    pub fn apply(&mut self, version: Option<Version>, patch: &Map<String, Value>) -> Result<Applied, VersionError> {
+    pub fn apply(
+        &mut self,
+        version: Option<Version>,
+        patch: &Map<String, Value>,
+    ) -> Result<Applied, VersionError> {
         let version = self.resolve(version)?;
         match self {
             DocState::Document(state) => Ok(state.apply(version, patch)),
@@ -128,7 +136,10 @@ impl DocState {
         match self {
             DocState::Document(state) => Ok(state.delete(version)),
             DocState::Field(state) => {
-                let stamp = Stamp { version, tie: Stamp::DELETE_TIE };
+                let stamp = Stamp {
+                    version,
+                    tie: Stamp::DELETE_TIE,
+                };
                 Ok(state.apply_delete(stamp))
             }
         }
@@ -162,8 +173,16 @@ impl DocumentState {
         let changed = changed_paths(self.doc.as_ref(), Some(&doc));
         self.version = Some(version);
         self.doc = Some(doc);
-        let outcome = if changed.is_empty() { Outcome::Noop } else { Outcome::Applied };
-        Applied { outcome, changed, state_changed: true }
+        let outcome = if changed.is_empty() {
+            Outcome::Noop
+        } else {
+            Outcome::Applied
+        };
+        Applied {
+            outcome,
+            changed,
+            state_changed: true,
+        }
     }
 
     fn delete(&mut self, version: Version) -> Applied {
@@ -178,13 +197,24 @@ impl DocumentState {
         let state_changed = self.doc.is_some() || self.version != Some(version);
         self.doc = None;
         self.version = Some(version);
-        let outcome = if changed.is_empty() { Outcome::Noop } else { Outcome::Applied };
-        Applied { outcome, changed, state_changed }
+        let outcome = if changed.is_empty() {
+            Outcome::Noop
+        } else {
+            Outcome::Applied
+        };
+        Applied {
+            outcome,
+            changed,
+            state_changed,
+        }
     }
 
     fn is_not_older(&self, version: Version) -> bool {
-        self.version
-            .is_some_and(|current| version.compare(current).is_ok_and(|order| order != CmpOrdering::Greater))
+        self.version.is_some_and(|current| {
+            version
+                .compare(current)
+                .is_ok_and(|order| order != CmpOrdering::Greater)
+        })
     }
 }
 
@@ -194,7 +224,8 @@ impl FieldState {
         if !self.root.apply_members(patch, stamp) {
             // Stale: a delete covers the event, or everything it wrote has newer versions.
             let deleted = self.root.reset.is_some_and(|reset| reset >= stamp);
-            let older = newest_before.is_some_and(|newest| newest.version.total_cmp(stamp.version).is_gt());
+            let older =
+                newest_before.is_some_and(|newest| newest.version.total_cmp(stamp.version).is_gt());
             let stale = deleted || older;
             return Applied::unchanged(if stale { Outcome::Stale } else { Outcome::Noop });
         }
@@ -209,11 +240,22 @@ impl FieldState {
     }
 
     fn refresh(&mut self) -> Applied {
-        let doc = self.root.shows_object().then(|| self.root.visible_members());
+        let doc = self
+            .root
+            .shows_object()
+            .then(|| self.root.visible_members());
         let changed = changed_paths(self.doc.as_ref(), doc.as_ref());
         self.doc = doc;
-        let outcome = if changed.is_empty() { Outcome::Noop } else { Outcome::Applied };
-        Applied { outcome, changed, state_changed: true }
+        let outcome = if changed.is_empty() {
+            Outcome::Noop
+        } else {
+            Outcome::Applied
+        };
+        Applied {
+            outcome,
+            changed,
+            state_changed: true,
+        }
     }
 
     /// After an object patch on a visible document, only the patched members can have
@@ -240,8 +282,16 @@ impl FieldState {
                 }
             }
         }
-        let outcome = if changed.is_empty() { Outcome::Noop } else { Outcome::Applied };
-        Applied { outcome, changed, state_changed: true }
+        let outcome = if changed.is_empty() {
+            Outcome::Noop
+        } else {
+            Outcome::Applied
+        };
+        Applied {
+            outcome,
+            changed,
+            state_changed: true,
+        }
     }
 }
 

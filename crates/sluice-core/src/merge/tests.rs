@@ -19,7 +19,10 @@ fn document() -> DocState {
 }
 
 fn apply(state: &mut DocState, version: i64, patch: Value) -> Outcome {
-    state.apply(Some(Version::Int(version)), &obj(patch)).unwrap().outcome
+    state
+        .apply(Some(Version::Int(version)), &obj(patch))
+        .unwrap()
+        .outcome
 }
 
 fn doc(state: &DocState) -> Value {
@@ -29,18 +32,38 @@ fn doc(state: &DocState) -> Value {
 #[test]
 fn field_mode_late_event_applies_its_newest_paths() {
     let mut state = field();
-    assert_eq!(apply(&mut state, 2, json!({"id": 1, "city": "Oslo"})), Outcome::Applied);
-    assert_eq!(apply(&mut state, 1, json!({"id": 1, "city": "Rome", "name": "Ana"})), Outcome::Applied);
+    assert_eq!(
+        apply(&mut state, 2, json!({"id": 1, "city": "Oslo"})),
+        Outcome::Applied
+    );
+    assert_eq!(
+        apply(
+            &mut state,
+            1,
+            json!({"id": 1, "city": "Rome", "name": "Ana"})
+        ),
+        Outcome::Applied
+    );
     assert_eq!(doc(&state), json!({"id": 1, "city": "Oslo", "name": "Ana"}));
-    assert_eq!(apply(&mut state, 1, json!({"id": 1, "city": "Rome"})), Outcome::Stale);
-    assert_eq!(apply(&mut state, 3, json!({"id": 1, "city": "Oslo"})), Outcome::Noop);
+    assert_eq!(
+        apply(&mut state, 1, json!({"id": 1, "city": "Rome"})),
+        Outcome::Stale
+    );
+    assert_eq!(
+        apply(&mut state, 3, json!({"id": 1, "city": "Oslo"})),
+        Outcome::Noop
+    );
     assert_eq!(state.version(), Some(Version::Int(3)));
 }
 
 #[test]
 fn field_mode_object_replaced_then_written_again() {
     // In version order: {"a":{"b":1}} then {"a":5} then {"a":{"c":2}} gives {"a":{"c":2}}.
-    let events = [(1, json!({"a": {"b": 1}})), (2, json!({"a": 5})), (3, json!({"a": {"c": 2}}))];
+    let events = [
+        (1, json!({"a": {"b": 1}})),
+        (2, json!({"a": 5})),
+        (3, json!({"a": {"c": 2}})),
+    ];
     for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0], [2, 0, 1]] {
         let mut state = field();
         for index in order {
@@ -59,24 +82,54 @@ fn field_mode_delete_removes_what_was_written_at_or_before() {
     let deleted = state.delete(Some(Version::Int(2))).unwrap();
     assert_eq!(deleted.outcome, Outcome::Applied);
     assert_eq!(doc(&state), json!({"id": 1, "b": 3}));
-    assert_eq!(apply(&mut state, 2, json!({"id": 1, "a": 2})), Outcome::Stale);
+    assert_eq!(
+        apply(&mut state, 2, json!({"id": 1, "a": 2})),
+        Outcome::Stale
+    );
     assert_eq!(state.delete(None).unwrap().outcome, Outcome::Applied);
     assert_eq!(state.doc(), None);
-    assert_eq!(apply(&mut state, 3, json!({"id": 1, "c": 1})), Outcome::Stale);
-    assert_eq!(apply(&mut state, 4, json!({"id": 1, "c": 1})), Outcome::Applied);
+    assert_eq!(
+        apply(&mut state, 3, json!({"id": 1, "c": 1})),
+        Outcome::Stale
+    );
+    assert_eq!(
+        apply(&mut state, 4, json!({"id": 1, "c": 1})),
+        Outcome::Applied
+    );
     assert_eq!(doc(&state), json!({"id": 1, "c": 1}));
 }
 
 #[test]
 fn document_mode_drops_stale_and_keeps_tombstones() {
     let mut state = document();
-    assert_eq!(apply(&mut state, 2, json!({"id": 1, "a": 1})), Outcome::Applied);
-    assert_eq!(apply(&mut state, 2, json!({"id": 1, "a": 2})), Outcome::Stale);
-    assert_eq!(apply(&mut state, 1, json!({"id": 1, "b": 2})), Outcome::Stale);
-    assert_eq!(apply(&mut state, 3, json!({"id": 1, "a": 1})), Outcome::Noop);
-    assert_eq!(state.delete(Some(Version::Int(2))).unwrap().outcome, Outcome::Stale);
-    assert_eq!(state.delete(Some(Version::Int(5))).unwrap().outcome, Outcome::Applied);
-    assert_eq!(apply(&mut state, 4, json!({"id": 1, "a": 1})), Outcome::Stale);
+    assert_eq!(
+        apply(&mut state, 2, json!({"id": 1, "a": 1})),
+        Outcome::Applied
+    );
+    assert_eq!(
+        apply(&mut state, 2, json!({"id": 1, "a": 2})),
+        Outcome::Stale
+    );
+    assert_eq!(
+        apply(&mut state, 1, json!({"id": 1, "b": 2})),
+        Outcome::Stale
+    );
+    assert_eq!(
+        apply(&mut state, 3, json!({"id": 1, "a": 1})),
+        Outcome::Noop
+    );
+    assert_eq!(
+        state.delete(Some(Version::Int(2))).unwrap().outcome,
+        Outcome::Stale
+    );
+    assert_eq!(
+        state.delete(Some(Version::Int(5))).unwrap().outcome,
+        Outcome::Applied
+    );
+    assert_eq!(
+        apply(&mut state, 4, json!({"id": 1, "a": 1})),
+        Outcome::Stale
+    );
     assert_eq!(apply(&mut state, 6, json!({"id": 1})), Outcome::Applied);
     assert_eq!(doc(&state), json!({"id": 1}));
 }
@@ -88,7 +141,13 @@ fn arrival_order_without_versions() {
         state.apply(None, &obj(json!({"id": 1, "a": 2}))).unwrap();
         assert_eq!(doc(&state), json!({"id": 1, "a": 2}));
         assert_eq!(state.delete(None).unwrap().outcome, Outcome::Applied);
-        assert_eq!(state.apply(None, &obj(json!({"id": 1, "b": 1}))).unwrap().outcome, Outcome::Applied);
+        assert_eq!(
+            state
+                .apply(None, &obj(json!({"id": 1, "b": 1})))
+                .unwrap()
+                .outcome,
+            Outcome::Applied
+        );
         assert_eq!(doc(&state), json!({"id": 1, "b": 1}));
         assert_eq!(state.version(), Some(Version::Int(3)));
     }
@@ -98,7 +157,9 @@ fn arrival_order_without_versions() {
 fn mixed_version_kinds_are_refused() {
     for mut state in [field(), document()] {
         apply(&mut state, 1, json!({"id": 1}));
-        let error = state.apply(Some(Version::Time(5)), &obj(json!({"id": 1}))).unwrap_err();
+        let error = state
+            .apply(Some(Version::Time(5)), &obj(json!({"id": 1})))
+            .unwrap_err();
         assert!(error.to_string().contains("mixed version types"), "{error}");
     }
 }
@@ -124,13 +185,29 @@ fn leaf() -> impl Strategy<Value = Value> {
 fn value() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(3, 12, 3, |inner| {
         prop::collection::btree_map(prop_oneof![Just("a"), Just("b"), Just("c")], inner, 0..3)
-            .prop_map(|members| Value::Object(members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+            .prop_map(|members| {
+                Value::Object(
+                    members
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
+                )
+            })
     })
 }
 
 fn patch() -> impl Strategy<Value = Map<String, Value>> {
-    prop::collection::btree_map(prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")], value(), 1..4)
-        .prop_map(|members| members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    prop::collection::btree_map(
+        prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")],
+        value(),
+        1..4,
+    )
+    .prop_map(|members| {
+        members
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -160,8 +237,14 @@ fn run(ordering: Ordering, ops: &[Op]) -> (DocState, Vec<Outcome>) {
 
 fn stamp_of(op: &Op) -> Stamp {
     match op {
-        Op::Patch(v, p) => Stamp { version: Version::Int(*v), tie: Stamp::event_tie(hash_object(p)) },
-        Op::Delete(v) => Stamp { version: Version::Int(*v), tie: Stamp::DELETE_TIE },
+        Op::Patch(v, p) => Stamp {
+            version: Version::Int(*v),
+            tie: Stamp::event_tie(hash_object(p)),
+        },
+        Op::Delete(v) => Stamp {
+            version: Version::Int(*v),
+            tie: Stamp::DELETE_TIE,
+        },
     }
 }
 
@@ -182,16 +265,21 @@ fn reference(ops: &[Op]) -> Value {
 
 /// A permutation of the ops with some of them delivered more than once.
 fn deliveries(versions: i64) -> impl Strategy<Value = (Vec<Op>, Vec<Op>)> {
-    prop::collection::vec(op(versions), 1..12).prop_flat_map(|ops| {
-        let count = ops.len();
-        (Just(ops), prop::collection::vec(0..count, 0..6), any::<u64>())
-    })
-    .prop_map(|(ops, duplicates, seed)| {
-        let mut delivered = ops.clone();
-        delivered.extend(duplicates.into_iter().map(|index| ops[index].clone()));
-        shuffle(&mut delivered, seed);
-        (ops, delivered)
-    })
+    prop::collection::vec(op(versions), 1..12)
+        .prop_flat_map(|ops| {
+            let count = ops.len();
+            (
+                Just(ops),
+                prop::collection::vec(0..count, 0..6),
+                any::<u64>(),
+            )
+        })
+        .prop_map(|(ops, duplicates, seed)| {
+            let mut delivered = ops.clone();
+            delivered.extend(duplicates.into_iter().map(|index| ops[index].clone()));
+            shuffle(&mut delivered, seed);
+            (ops, delivered)
+        })
 }
 
 fn shuffle<T>(items: &mut [T], mut seed: u64) {

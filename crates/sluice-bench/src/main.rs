@@ -1,0 +1,227 @@
+//! `sluice-load`: an HTTP/1.1 keep-alive load generator for Sluice's ingest endpoint.
+//!
+//! - `--mode batch`: closed loop, each connection POSTs NDJSON batches back to back;
+//!   reports events/s.
+//! - `--mode single`: open loop at a fixed request rate, one event per POST; latency is
+//!   measured from each request's *scheduled* time, so a stalled server cannot hide its
+//!   queueing delay (no coordinated omission).
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+#[derive(Parser, Clone)]
+#[command(about = "HTTP load generator for POST /v1/collections/{name}/events")]
+struct Args {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    addr: String,
+    #[arg(long, default_value = "doctor")]
+    collection: String,
+    /// `batch` (throughput) or `single` (fixed rate, latency).
+    #[arg(long, default_value = "batch")]
+    mode: String,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Events per POST in batch mode.
+    #[arg(long, default_value_t = 1000)]
+    batch_events: usize,
+    /// Requests per second in single mode.
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Distinct document keys.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    match args.mode.as_str() {
+        "batch" => batch(args).await,
+        "single" => single(args).await,
+        other => bail!("unknown mode {other:?}: use batch or single"),
+    }
+}
+
+/// Versions increase across the whole run, so every event is new.
+static VERSION: AtomicU64 = AtomicU64::new(1);
+
+fn event(out: &mut String, keys: u64) {
+    let version = VERSION.fetch_add(1, Ordering::Relaxed);
+    let key = version.wrapping_mul(0x9E37_79B9_7F4A_7C15) % keys;
+    let specialty = ["cardiology", "oncology", "pediatrics", "neurology"][(version % 4) as usize];
+    out.push_str(&format!(
+        "{{\"doctor_id\":{key},\"updated_at\":{version},\"specialty\":\"{specialty}\",\"rating\":{}.{}}}\n",
+        1 + version % 5,
+        version % 10
+    ));
+}
+
+struct Connection {
+    stream: BufReader<TcpStream>,
+    request: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl Connection {
+    async fn open(addr: &str) -> Result<Self> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream: BufReader::new(stream),
+            request: Vec::new(),
+            body: Vec::new(),
+        })
+    }
+
+    /// POSTs `body` and reads the whole answer; returns the status code.
+    async fn post(&mut self, path: &str, body: &str, content_type: &str) -> Result<u16> {
+        self.request.clear();
+        self.request.extend_from_slice(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: sluice\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        self.request.extend_from_slice(body.as_bytes());
+        self.stream.get_mut().write_all(&self.request).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .context("bad status line")?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line).await? == 0 {
+                bail!("connection closed");
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().context("bad content-length")?;
+            }
+        }
+        self.body.resize(length, 0);
+        self.stream.read_exact(&mut self.body).await?;
+        Ok(status)
+    }
+}
+
+async fn batch(args: Args) -> Result<()> {
+    let path = format!("/v1/collections/{}/events", args.collection);
+    let deadline = Instant::now() + Duration::from_secs(args.duration_s);
+    let events = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for _ in 0..args.connections {
+        let (args, path, events) = (args.clone(), path.clone(), Arc::clone(&events));
+        tasks.push(tokio::spawn(async move {
+            let mut connection = Connection::open(&args.addr).await?;
+            let mut body = String::new();
+            while Instant::now() < deadline {
+                body.clear();
+                for _ in 0..args.batch_events {
+                    event(&mut body, args.keys);
+                }
+                let status = connection
+                    .post(&path, &body, "application/x-ndjson")
+                    .await?;
+                if status != 200 {
+                    bail!(
+                        "status {status}: {}",
+                        String::from_utf8_lossy(&connection.body)
+                    );
+                }
+                events.fetch_add(args.batch_events as u64, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let total = events.load(Ordering::Relaxed);
+    println!(
+        "RESULT sluice-http-batch events={total} wall_s={seconds:.2} events_per_s={:.0} batch_events={} connections={}",
+        total as f64 / seconds,
+        args.batch_events,
+        args.connections
+    );
+    Ok(())
+}
+
+async fn single(args: Args) -> Result<()> {
+    let path = format!("/v1/collections/{}/events", args.collection);
+    let total = args.rate * args.duration_s;
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now() + Duration::from_millis(100);
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let (args, path, next) = (args.clone(), path.clone(), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let mut connection = Connection::open(&args.addr).await?;
+            let mut latencies_us = Vec::new();
+            let mut body = String::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= total {
+                    return anyhow::Ok(latencies_us);
+                }
+                let scheduled = started + interval * index as u32;
+                tokio::time::sleep_until(scheduled.into()).await;
+                body.clear();
+                event(&mut body, args.keys);
+                let status = connection
+                    .post(&path, body.trim_end(), "application/json")
+                    .await?;
+                if status != 200 {
+                    bail!(
+                        "status {status}: {}",
+                        String::from_utf8_lossy(&connection.body)
+                    );
+                }
+                latencies_us.push(scheduled.elapsed().as_micros() as u64);
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let percentile = |p: f64| {
+        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)] as f64 / 1000.0
+    };
+    println!(
+        "RESULT sluice-http-single requests={} wall_s={seconds:.2} req_per_s={:.0} target_rate={} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} connections={}",
+        latencies.len(),
+        latencies.len() as f64 / seconds,
+        args.rate,
+        percentile(0.50),
+        percentile(0.90),
+        percentile(0.99),
+        percentile(1.0),
+        args.connections
+    );
+    Ok(())
+}
