@@ -1,22 +1,26 @@
-//! The stored form of a key's state: a small header, the visible document as JSON (so
-//! reads never decode the clock), then the field-mode clock tree.
+//! The stored form of a key's state.
 //!
 //! ```text
-//! format u8 (=1) | mode u8 (0 document, 1 field) | version | doc_len u32 (u32::MAX: none) | doc
-//! field mode: node := flags u8 | [reset stamp] | [value: len u32 | JSON] | [obj stamp]
-//!                     | children u32 | (name_len u32 | name | node)*
-//! version := tag u8 (0 none, 1 int: i64, 2 time: i128), little endian
-//! stamp := version | tie u64
+//! record   := format u8 (=2) | mode u8 (0 document, 1 field) | version | body
+//! document := doc_len varint (0: no document, else len + 1) | doc JSON
+//! field    := node          (the visible document is derived from the clock tree)
+//! node     := flags u8 | [reset stamp] | [value: len varint | JSON] | [obj stamp]
+//!             | children varint | (name_len varint | name | node)*
+//! version  := tag u8 (0 none, 1 int, 2 time) | zigzag varint
+//! stamp    := version | tie u64 LE
 //! ```
+//!
+//! Field-mode records do not repeat the visible document: it is a function of the tree,
+//! and keeping records small is what keeps the writers' caches and the journal small.
 
 use crate::merge::{DocState, DocumentState, FieldState, Node, Stamp};
 use crate::version::Version;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 const MODE_DOCUMENT: u8 = 0;
 const MODE_FIELD: u8 = 1;
-const NO_DOC: u32 = u32::MAX;
 const FLAG_RESET: u8 = 1;
 const FLAG_VALUE: u8 = 2;
 const FLAG_OBJ: u8 = 4;
@@ -27,85 +31,120 @@ const TREE_DEPTH_MAX: usize = 512;
 #[error("corrupt stored record: {0}")]
 pub struct CodecError(&'static str);
 
-/// What readers need from a stored record, without decoding the clock.
+/// What readers need from a stored record: its version and its document's JSON.
 #[derive(Debug, PartialEq)]
 pub struct RecordView<'a> {
     pub version: Option<Version>,
-    pub doc: Option<&'a [u8]>,
+    pub doc: Option<Cow<'a, [u8]>>,
 }
 
-/// Encodes a state; `doc_json` is the visible document already serialized (the writer
-/// needs those bytes for the change record anyway).
+/// Encodes a state. `doc_json`, the visible document already serialized, is used in
+/// document mode (the writer has those bytes from the change record anyway).
 pub fn encode(state: &DocState, doc_json: Option<&[u8]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + doc_json.map_or(0, <[u8]>::len) * 2);
+    let mut out = Vec::with_capacity(64 + doc_json.map_or(0, <[u8]>::len));
     out.push(FORMAT);
-    out.push(match state {
-        DocState::Document(_) => MODE_DOCUMENT,
-        DocState::Field(_) => MODE_FIELD,
-    });
-    put_version(&mut out, state.version());
-    match doc_json {
-        Some(bytes) => {
-            put_len(&mut out, bytes.len());
-            out.extend_from_slice(bytes);
+    match state {
+        DocState::Document(document) => {
+            out.push(MODE_DOCUMENT);
+            put_version(&mut out, document.version);
+            let serialized;
+            let doc_json = match (doc_json, &document.doc) {
+                (Some(bytes), _) => Some(bytes),
+                (None, Some(doc)) => {
+                    serialized = serde_json::to_vec(doc).unwrap_or_default();
+                    Some(serialized.as_slice())
+                }
+                (None, None) => None,
+            };
+            match doc_json {
+                Some(bytes) => {
+                    put_varint(&mut out, bytes.len() as u64 + 1);
+                    out.extend_from_slice(bytes);
+                }
+                None => put_varint(&mut out, 0),
+            }
         }
-        None => out.extend_from_slice(&NO_DOC.to_le_bytes()),
-    }
-    if let DocState::Field(field) = state {
-        put_node(&mut out, &field.root);
+        DocState::Field(field) => {
+            out.push(MODE_FIELD);
+            put_version(&mut out, state.version());
+            put_node(&mut out, &field.root);
+        }
     }
     out
 }
 
 pub fn decode_view(bytes: &[u8]) -> Result<RecordView<'_>, CodecError> {
     let mut reader = Reader { bytes, position: 0 };
-    let (_, version, doc) = read_header(&mut reader)?;
-    Ok(RecordView { version, doc })
+    let (mode, version) = read_header(&mut reader)?;
+    match mode {
+        MODE_DOCUMENT => Ok(RecordView {
+            version,
+            doc: read_doc(&mut reader)?.map(Cow::Borrowed),
+        }),
+        _ => {
+            let state = decode_state(bytes)?;
+            let doc = state
+                .doc()
+                .map(|doc| Cow::Owned(serde_json::to_vec(doc).unwrap_or_default()));
+            Ok(RecordView { version, doc })
+        }
+    }
 }
 
 pub fn decode_state(bytes: &[u8]) -> Result<DocState, CodecError> {
     let mut reader = Reader { bytes, position: 0 };
-    let (mode, version, doc) = read_header(&mut reader)?;
-    match mode {
+    let (mode, version) = read_header(&mut reader)?;
+    let state = match mode {
         MODE_DOCUMENT => {
-            let doc = doc
+            let doc = read_doc(&mut reader)?
                 .map(serde_json::from_slice::<Map<String, Value>>)
                 .transpose()
                 .map_err(|_| CodecError("document is not a JSON object"))?;
-            Ok(DocState::Document(DocumentState { version, doc }))
+            DocState::Document(DocumentState { version, doc })
         }
         MODE_FIELD => {
             let root = read_node(&mut reader, 0)?;
-            if reader.position != bytes.len() {
-                return Err(CodecError("trailing bytes"));
-            }
-            Ok(DocState::Field(FieldState::from_root(root)))
+            DocState::Field(FieldState::from_root(root))
         }
-        _ => Err(CodecError("unknown ordering mode")),
+        _ => return Err(CodecError("unknown ordering mode")),
+    };
+    if reader.position != bytes.len() {
+        return Err(CodecError("trailing bytes"));
     }
+    Ok(state)
 }
 
-/// The fixed part of a record: mode, version, document bytes.
-type Header<'a> = (u8, Option<Version>, Option<&'a [u8]>);
-
-fn read_header<'a>(reader: &mut Reader<'a>) -> Result<Header<'a>, CodecError> {
+fn read_header(reader: &mut Reader<'_>) -> Result<(u8, Option<Version>), CodecError> {
     if reader.u8()? != FORMAT {
         return Err(CodecError("unknown format"));
     }
     let mode = reader.u8()?;
-    let version = reader.version()?;
-    let length = reader.u32()?;
-    let doc = if length == NO_DOC {
-        None
-    } else {
-        Some(reader.take(length as usize)?)
-    };
-    Ok((mode, version, doc))
+    Ok((mode, reader.version()?))
 }
 
-fn put_len(out: &mut Vec<u8>, length: usize) {
-    debug_assert!(length < NO_DOC as usize);
-    out.extend_from_slice(&(length as u32).to_le_bytes());
+fn read_doc<'a>(reader: &mut Reader<'a>) -> Result<Option<&'a [u8]>, CodecError> {
+    match reader.varint()? {
+        0 => Ok(None),
+        length => Ok(Some(reader.take(
+            usize::try_from(length - 1).map_err(|_| CodecError("length"))?,
+        )?)),
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> i64 {
+    ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
 fn put_version(out: &mut Vec<u8>, version: Option<Version>) {
@@ -113,11 +152,11 @@ fn put_version(out: &mut Vec<u8>, version: Option<Version>) {
         None => out.push(0),
         Some(Version::Int(number)) => {
             out.push(1);
-            out.extend_from_slice(&number.to_le_bytes());
+            put_varint(out, zigzag(number));
         }
         Some(Version::Time(nanos)) => {
             out.push(2);
-            out.extend_from_slice(&nanos.to_le_bytes());
+            put_varint(out, zigzag(nanos));
         }
     }
 }
@@ -136,19 +175,17 @@ fn put_node(out: &mut Vec<u8>, node: &Node) {
         put_stamp(out, reset);
     }
     if let Some(value) = &node.value {
-        let start = out.len();
-        out.extend_from_slice(&[0; 4]);
-        // Writing a Value into a Vec cannot fail: no I/O, and map keys are strings.
-        let _ = serde_json::to_writer(&mut *out, value);
-        let length = (out.len() - start - 4) as u32;
-        out[start..start + 4].copy_from_slice(&length.to_le_bytes());
+        // Writing a Value into memory cannot fail: no I/O, and map keys are strings.
+        let json = serde_json::to_vec(value).unwrap_or_default();
+        put_varint(out, json.len() as u64);
+        out.extend_from_slice(&json);
     }
     if let Some(obj) = node.obj {
         put_stamp(out, obj);
     }
-    put_len(out, node.children.len());
+    put_varint(out, node.children.len() as u64);
     for (name, child) in &node.children {
-        put_len(out, name.len());
+        put_varint(out, name.len() as u64);
         out.extend_from_slice(name.as_bytes());
         put_node(out, child);
     }
@@ -164,7 +201,7 @@ fn read_node(reader: &mut Reader<'_>, depth: usize) -> Result<Node, CodecError> 
         node.reset = Some(reader.stamp()?);
     }
     if flags & FLAG_VALUE != 0 {
-        let length = reader.u32()? as usize;
+        let length = reader.length()?;
         let raw = reader.take(length)?;
         node.value =
             Some(serde_json::from_slice(raw).map_err(|_| CodecError("bad JSON value in clock"))?);
@@ -172,9 +209,9 @@ fn read_node(reader: &mut Reader<'_>, depth: usize) -> Result<Node, CodecError> 
     if flags & FLAG_OBJ != 0 {
         node.obj = Some(reader.stamp()?);
     }
-    let children = reader.u32()?;
+    let children = reader.varint()?;
     for _ in 0..children {
-        let length = reader.u32()? as usize;
+        let length = reader.length()?;
         let name =
             std::str::from_utf8(reader.take(length)?).map_err(|_| CodecError("bad path name"))?;
         let child = read_node(reader, depth + 1)?;
@@ -202,34 +239,42 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
-        let mut array = [0; N];
-        array.copy_from_slice(self.take(N)?);
-        Ok(array)
-    }
-
     fn u8(&mut self) -> Result<u8, CodecError> {
-        Ok(self.array::<1>()?[0])
+        Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, CodecError> {
-        Ok(u32::from_le_bytes(self.array()?))
+    fn varint(&mut self) -> Result<u64, CodecError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            value |= u64::from(byte & 0x7F) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(CodecError("varint too long"))
+    }
+
+    fn length(&mut self) -> Result<usize, CodecError> {
+        usize::try_from(self.varint()?).map_err(|_| CodecError("length"))
     }
 
     fn version(&mut self) -> Result<Option<Version>, CodecError> {
         match self.u8()? {
             0 => Ok(None),
-            1 => Ok(Some(Version::Int(i64::from_le_bytes(self.array()?)))),
-            2 => Ok(Some(Version::Time(i128::from_le_bytes(self.array()?)))),
+            1 => Ok(Some(Version::Int(unzigzag(self.varint()?)))),
+            2 => Ok(Some(Version::Time(unzigzag(self.varint()?)))),
             _ => Err(CodecError("unknown version tag")),
         }
     }
 
     fn stamp(&mut self) -> Result<Stamp, CodecError> {
         let version = self.version()?.ok_or(CodecError("stamp without version"))?;
+        let mut tie = [0; 8];
+        tie.copy_from_slice(self.take(8)?);
         Ok(Stamp {
             version,
-            tie: u64::from_le_bytes(self.array()?),
+            tie: u64::from_le_bytes(tie),
         })
     }
 }
@@ -246,7 +291,7 @@ mod tests {
         assert_eq!(&decode_state(&bytes).unwrap(), state);
         let view = decode_view(&bytes).unwrap();
         assert_eq!(view.version, state.version());
-        assert_eq!(view.doc, doc.as_deref());
+        assert_eq!(view.doc.as_deref(), doc.as_deref());
         for cut in 0..bytes.len() {
             assert!(
                 decode_state(&bytes[..cut]).is_err(),
@@ -262,11 +307,25 @@ mod tests {
             round_trip(&state);
             let patch = json!({"id": 1, "a": {"b": [1, 2], "c": null}, "t": "x"});
             state
-                .apply(Some(Version::Time(5)), patch.as_object().unwrap())
+                .apply(Some(Version::Time(-5)), patch.as_object().unwrap())
                 .unwrap();
             round_trip(&state);
-            state.delete(Some(Version::Time(9))).unwrap();
+            state.delete(Some(Version::Time(i64::MAX))).unwrap();
             round_trip(&state);
+        }
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        for value in [0i64, 1, -1, 63, -64, 64, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            put_varint(&mut out, zigzag(value));
+            let mut reader = Reader {
+                bytes: &out,
+                position: 0,
+            };
+            assert_eq!(unzigzag(reader.varint().unwrap()), value);
+            assert_eq!(reader.position, out.len());
         }
     }
 }

@@ -93,12 +93,19 @@ pub struct EngineConfig {
     pub queue_submissions_max: usize,
     /// How long a request waits for queue space before it is answered 503.
     pub enqueue_timeout_ms: u64,
-    /// Decoded documents cached per partition.
-    pub doc_cache_entries_max: usize,
+    /// Encoded document states the writers keep in memory (all partitions together), so
+    /// that most events need no store read.
+    pub doc_cache_bytes_max: usize,
     /// Block cache of the embedded store.
     pub store_cache_bytes: u64,
     /// In-memory table size per keyspace of the embedded store, before it is flushed.
     pub store_memtable_bytes: u64,
+    /// Journal the store keeps before it forces its in-memory tables to disk; this
+    /// bounds the memory writes take (at least 64 MiB).
+    pub store_journal_bytes_max: u64,
+    /// In-memory tables (active and waiting for their flush) above which writers pause
+    /// after a commit until the store's flushes catch up: the memory bound for writes.
+    pub store_write_buffer_bytes_max: u64,
 }
 
 impl Default for EngineConfig {
@@ -108,9 +115,11 @@ impl Default for EngineConfig {
             batch_events_max: 4096,
             queue_submissions_max: 1024,
             enqueue_timeout_ms: 2_000,
-            doc_cache_entries_max: 250_000,
+            doc_cache_bytes_max: 64 << 20,
             store_cache_bytes: 32 << 20,
             store_memtable_bytes: 16 << 20,
+            store_journal_bytes_max: 64 << 20,
+            store_write_buffer_bytes_max: 96 << 20,
         }
     }
 }

@@ -10,8 +10,8 @@ use time::format_description::well_known::Rfc3339;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Version {
     Int(i64),
-    /// Nanoseconds since the Unix epoch, UTC.
-    Time(i128),
+    /// Nanoseconds since the Unix epoch, UTC (years 1678 to 2261).
+    Time(i64),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -36,8 +36,10 @@ impl Version {
         match value {
             Value::Number(number) => number.as_i64().map(Version::Int).ok_or_else(wrong),
             Value::String(text) => OffsetDateTime::parse(text, &Rfc3339)
-                .map(|time| Version::Time(time.unix_timestamp_nanos()))
-                .map_err(|_| wrong()),
+                .ok()
+                .and_then(|time| i64::try_from(time.unix_timestamp_nanos()).ok())
+                .map(Version::Time)
+                .ok_or_else(wrong),
             _ => Err(wrong()),
         }
     }
@@ -45,7 +47,7 @@ impl Version {
     pub fn to_json(self) -> Value {
         match self {
             Version::Int(number) => Value::from(number),
-            Version::Time(nanos) => OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            Version::Time(nanos) => OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
                 .ok()
                 .and_then(|time| time.format(&Rfc3339).ok())
                 .map_or(Value::from(nanos.to_string()), Value::from),
@@ -131,6 +133,7 @@ mod tests {
         check(json!("yesterday"), Err(()));
         check(json!(null), Err(()));
         check(json!(u64::MAX), Err(()));
+        check(json!("2500-01-01T00:00:00Z"), Err(()));
     }
 
     #[test]

@@ -156,6 +156,7 @@ impl Engine {
         let options = StoreOptions {
             cache_bytes: config.engine.store_cache_bytes,
             memtable_bytes: config.engine.store_memtable_bytes,
+            journal_bytes_max: config.engine.store_journal_bytes_max,
         };
         let store = Store::open(data_dir, partitions, options)?;
         let stored_counters = store.load_counters()?;
@@ -206,6 +207,8 @@ impl Engine {
                 receiver,
                 next_offset,
                 cache: Default::default(),
+                cache_bytes: 0,
+                cache_bytes_max: config.engine.doc_cache_bytes_max / usize::from(partitions),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-writer-{partition}"))
@@ -567,6 +570,11 @@ impl Engine {
             "sluice_batch_events",
             "Events per committed batch.",
         );
+        metrics.flush_wait_seconds.render(
+            &mut out,
+            "sluice_flush_wait_seconds",
+            "Writer pauses waiting for the store's flushes (backpressure).",
+        );
         out
     }
 }
@@ -577,7 +585,7 @@ fn stored_doc(spec: &CollectionSpec, bytes: &Bytes) -> Result<Option<StoredDoc>,
         return Ok(None);
     };
     let doc: serde_json::Value =
-        serde_json::from_slice(doc_json).map_err(|_| StoreError::Corrupt {
+        serde_json::from_slice(&doc_json).map_err(|_| StoreError::Corrupt {
             what: "document JSON",
         })?;
     let key = spec.key_of(&doc).map_err(|_| StoreError::Corrupt {
@@ -586,7 +594,7 @@ fn stored_doc(spec: &CollectionSpec, bytes: &Bytes) -> Result<Option<StoredDoc>,
     Ok(Some(StoredDoc {
         key: key.to_json(),
         version: view.version,
-        doc: Bytes::from(doc_json),
+        doc: Bytes::from(doc_json.as_ref()),
     }))
 }
 

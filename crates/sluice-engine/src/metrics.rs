@@ -59,6 +59,8 @@ pub struct Metrics {
     /// The fsync alone (shared by every batch it covers).
     pub sync_seconds: Histogram,
     pub batch_events: Histogram,
+    /// Time writers paused for the store's flushes to catch up.
+    pub flush_wait_seconds: Histogram,
     pub overloaded_total: AtomicU64,
 }
 
@@ -68,6 +70,7 @@ impl Default for Metrics {
             commit_seconds: Histogram::new(SECONDS),
             sync_seconds: Histogram::new(SECONDS),
             batch_events: Histogram::new(EVENTS),
+            flush_wait_seconds: Histogram::new(SECONDS),
             overloaded_total: AtomicU64::new(0),
         }
     }

@@ -1,6 +1,6 @@
 //! One writer thread per partition. It takes whatever submissions are queued (up to
-//! `batch_events_max` events), applies them against its cache of document states, and
-//! commits documents, change records, rejected events and counters in one atomic batch,
+//! `batch_events_max` events), applies them to the states of their keys, and commits
+//! documents, one change-log chunk, rejected events and counters in one atomic batch,
 //! then waits for the shared fsync before anyone is answered.
 
 use crate::input::{Input, Rejection};
@@ -11,8 +11,8 @@ use sluice_core::{Key, VersionError, change, codec};
 use sluice_store::Counters;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,6 +24,7 @@ pub(crate) struct Submission {
     pub reply: oneshot::Sender<Reply>,
 }
 
+/// (collection index, encoded key)
 type CacheKey = (usize, Vec<u8>);
 
 pub(crate) struct Writer {
@@ -31,14 +32,29 @@ pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub receiver: mpsc::Receiver<Submission>,
     pub next_offset: u64,
-    pub cache: HashMap<CacheKey, DocState>,
+    /// Encoded states of recently used keys: decoding one is much cheaper than a store
+    /// read, and encoded states are small enough to keep many.
+    pub cache: HashMap<CacheKey, Vec<u8>>,
+    pub cache_bytes: usize,
+    pub cache_bytes_max: usize,
+}
+
+/// A key's state while a batch works on it.
+struct Working {
+    state: DocState,
+    /// The stored state changed: write it at the end of the batch.
+    dirty: bool,
+    /// The visible document's JSON, when the last change already serialized it.
+    doc_json: Option<Vec<u8>>,
+    /// The stored record, when it was read from the store (worth caching as it is).
+    from_store: Option<Vec<u8>>,
 }
 
 /// What one batch accumulates before its commit.
 struct BatchState<'a> {
     store_batch: sluice_store::Batch<'a>,
-    /// Keys whose stored state changed, with their document's JSON when already known.
-    dirty: HashMap<CacheKey, Option<Vec<u8>>>,
+    /// Every key the batch touched.
+    working: HashMap<CacheKey, Working>,
     deltas: Vec<Counters>,
     /// Change record bodies, at offsets from `first_offset` on.
     changes: Vec<Vec<u8>>,
@@ -84,6 +100,7 @@ impl Writer {
                     tracing::error!(partition = self.partition, %error, "Commit failed; refusing further writes.");
                     self.shared.poisoned.store(true, Ordering::Release);
                     self.cache.clear();
+                    self.cache_bytes = 0;
                     reply_error(batch, &error);
                 }
             }
@@ -98,13 +115,12 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         let mut state = BatchState {
             store_batch: shared.store.batch(),
-            dirty: HashMap::new(),
+            working: HashMap::new(),
             deltas: vec![Counters::default(); shared.collections.len()],
             changes: Vec::new(),
             first_offset: self.next_offset,
             ts_ms: now_ms(),
         };
-        let offset_before = self.next_offset;
         let mut results = Vec::with_capacity(batch.len());
         for submission in batch.iter_mut() {
             let collection = submission.collection;
@@ -114,12 +130,14 @@ impl Writer {
             }
             results.push(items);
         }
+        let wrote_changes = !state.changes.is_empty();
         self.finish(state)?;
         self.shared
             .sync
             .sync(&self.shared.store, &self.shared.metrics.sync_seconds)?;
+        self.wait_for_flushes();
         // Durable now: readers may see the new records, and waiting readers wake up.
-        if self.next_offset != offset_before {
+        if wrote_changes {
             self.shared.durable[usize::from(self.partition)]
                 .store(self.next_offset, Ordering::Release);
             self.shared
@@ -153,6 +171,36 @@ impl Writer {
         }
     }
 
+    /// The state of a key for this batch: from the batch, the cache, or the store.
+    fn working<'b>(
+        &self,
+        collection: usize,
+        key: Vec<u8>,
+        batch: &'b mut BatchState<'_>,
+    ) -> Result<&'b mut Working, EngineError> {
+        match batch.working.entry((collection, key)) {
+            Entry::Occupied(entry) => Ok(entry.into_mut()),
+            Entry::Vacant(entry) => {
+                let (state, from_store) = match self.cache.get(entry.key()) {
+                    Some(record) => (codec::decode_state(record)?, None),
+                    None => {
+                        let spec = &self.shared.collections[collection].spec;
+                        match self.shared.store.get_doc(&spec.name, &entry.key().1)? {
+                            Some(record) => (codec::decode_state(&record)?, Some(record.to_vec())),
+                            None => (DocState::new(spec.ordering), None),
+                        }
+                    }
+                };
+                Ok(entry.insert(Working {
+                    state,
+                    dirty: false,
+                    doc_json: None,
+                    from_store,
+                }))
+            }
+        }
+    }
+
     fn apply_to_key(
         &mut self,
         collection: usize,
@@ -161,27 +209,42 @@ impl Writer {
         operation: impl FnOnce(&mut DocState) -> Result<Applied, (VersionError, String)>,
     ) -> Result<ItemResult, EngineError> {
         let shared = Arc::clone(&self.shared);
-        let spec = &shared.collections[collection].spec;
-        let cache_key = (collection, key.encode());
-        let state = match self.cache.entry(cache_key.clone()) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let loaded = match shared.store.get_doc(&spec.name, &cache_key.1)? {
-                    Some(bytes) => codec::decode_state(&bytes)?,
-                    None => DocState::new(spec.ordering),
-                };
-                entry.insert(loaded)
-            }
-        };
-        let existed = state.doc().is_some();
-        let applied = match operation(state) {
+        let name = &shared.collections[collection].spec.name;
+        let ts_ms = batch.ts_ms;
+        let working = self.working(collection, key.encode(), batch)?;
+        let existed = working.state.doc().is_some();
+        let applied = match operation(&mut working.state) {
             Ok(applied) => applied,
             Err((error, text)) => {
                 let rejection = crate::input::rejection(error.to_string(), &text, "processor");
                 return Ok(self.reject(collection, Some(key.to_json()), rejection, batch));
             }
         };
+        let mut change = None;
+        if applied.state_changed {
+            working.dirty = true;
+            working.doc_json = None;
+            if applied.outcome == Outcome::Applied {
+                let state = &working.state;
+                let doc_json = state.doc().map(serialize);
+                let body = change::encode_body(
+                    name,
+                    &key,
+                    state.version(),
+                    doc_json.as_deref(),
+                    &applied.changed,
+                    ts_ms,
+                );
+                change = Some((body, i64::from(state.doc().is_some()) - i64::from(existed)));
+                working.doc_json = doc_json;
+            }
+        }
         let delta = &mut batch.deltas[collection];
+        if let Some((body, documents)) = change {
+            batch.changes.push(body);
+            self.next_offset += 1;
+            delta.documents += documents;
+        }
         let status = match applied.outcome {
             Outcome::Applied => {
                 delta.applied += 1;
@@ -196,36 +259,6 @@ impl Writer {
                 Status::Stale
             }
         };
-        if applied.state_changed {
-            let doc_json = match applied.outcome {
-                Outcome::Applied => {
-                    let doc_json = state.doc().map(serialize);
-                    let body = change::encode_body(
-                        &spec.name,
-                        &key,
-                        state.version(),
-                        doc_json.as_deref(),
-                        &applied.changed,
-                        batch.ts_ms,
-                    );
-                    batch.changes.push(body);
-                    self.next_offset += 1;
-                    delta.documents += i64::from(state.doc().is_some()) - i64::from(existed);
-                    doc_json
-                }
-                _ => None,
-            };
-            match batch.dirty.entry(cache_key) {
-                Entry::Occupied(mut entry) => {
-                    if doc_json.is_some() {
-                        entry.insert(doc_json);
-                    }
-                }
-                Entry::Vacant(entry) => {
-                    entry.insert(doc_json);
-                }
-            }
-        }
         Ok(ItemResult {
             status,
             key: Some(key.to_json()),
@@ -268,11 +301,12 @@ impl Writer {
         }
     }
 
-    /// Writes the final state of every dirty key and the new counters, then commits.
+    /// Writes the final state of every changed key, the change-log chunk and the new
+    /// counters, commits, and keeps the touched states in the cache.
     fn finish(&mut self, batch: BatchState<'_>) -> Result<(), EngineError> {
         let BatchState {
             mut store_batch,
-            dirty,
+            working,
             deltas,
             changes,
             first_offset,
@@ -280,18 +314,16 @@ impl Writer {
         } = batch;
         debug_assert_eq!(first_offset + changes.len() as u64, self.next_offset);
         store_batch.append_changes(self.partition, first_offset, &changes);
-        for ((collection, key_bytes), doc_json) in dirty {
-            let Some(state) = self.cache.get(&(collection, key_bytes.clone())) else {
-                debug_assert!(false, "a dirty key is always cached");
-                continue;
-            };
-            let doc_json = doc_json.or_else(|| state.doc().map(serialize));
-            let record = codec::encode(state, doc_json.as_deref());
-            store_batch.put_doc(
-                &self.shared.collections[collection].spec.name,
-                &key_bytes,
-                record,
-            );
+        let mut cached = Vec::with_capacity(working.len());
+        for (cache_key, working) in working {
+            if working.dirty {
+                let record = codec::encode(&working.state, working.doc_json.as_deref());
+                let name = &self.shared.collections[cache_key.0].spec.name;
+                store_batch.put_doc(name, &cache_key.1, record.clone());
+                cached.push((cache_key, record));
+            } else if let Some(record) = working.from_store {
+                cached.push((cache_key, record));
+            }
         }
         let partition = usize::from(self.partition);
         let mut totals = Vec::new();
@@ -302,7 +334,7 @@ impl Writer {
             let entry = &self.shared.collections[collection];
             let mut total = *entry.counters[partition]
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                .unwrap_or_else(PoisonError::into_inner);
             total.add(delta);
             store_batch.put_counters(&entry.spec.name, self.partition, &total);
             totals.push((collection, total));
@@ -311,24 +343,58 @@ impl Writer {
         for (collection, total) in totals {
             *self.shared.collections[collection].counters[partition]
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = total;
+                .unwrap_or_else(PoisonError::into_inner) = total;
+        }
+        // Only committed states enter the cache.
+        for (cache_key, record) in cached {
+            self.cache_bytes += record.len() + cache_key.1.len();
+            if let Some(old) = self.cache.insert(cache_key, record) {
+                self.cache_bytes -= old.len();
+            }
         }
         Ok(())
     }
 
-    /// Keeps the cache under its limit by dropping an arbitrary quarter of it (HashMap
-    /// order is effectively random); cheap, and the store has everything.
+    /// Backpressure: when writes outpace the store's flushes, its in-memory tables grow
+    /// without bound. fjall has no notification for "flushed", so poll briefly, up to a
+    /// limit after which the writer goes on (memory then grows, but nothing stops).
+    fn wait_for_flushes(&self) {
+        const POLL: std::time::Duration = std::time::Duration::from_millis(1);
+        const WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+        let budget = self.shared.config.engine.store_write_buffer_bytes_max;
+        let started = Instant::now();
+        while self.shared.store.write_buffer_bytes() > budget && started.elapsed() < WAIT_MAX {
+            std::thread::sleep(POLL);
+        }
+        let waited = started.elapsed();
+        if waited >= POLL {
+            self.shared
+                .metrics
+                .flush_wait_seconds
+                .observe(waited.as_secs_f64());
+        }
+    }
+
+    /// Keeps the cache under its byte budget by dropping arbitrary entries (HashMap order
+    /// is effectively random) down to three quarters of it; the store has everything.
     fn evict_if_full(&mut self) {
-        let max = self.shared.config.engine.doc_cache_entries_max;
-        if self.cache.len() <= max {
+        if self.cache_bytes <= self.cache_bytes_max {
             return;
         }
-        let target = max - max / 4;
-        let excess = self.cache.len() - target;
-        let victims: Vec<CacheKey> = self.cache.keys().take(excess).cloned().collect();
+        let target = self.cache_bytes_max - self.cache_bytes_max / 4;
+        let mut victims = Vec::new();
+        let mut freed = 0;
+        for (cache_key, record) in &self.cache {
+            if self.cache_bytes - freed <= target {
+                break;
+            }
+            freed += record.len() + cache_key.1.len();
+            victims.push(cache_key.clone());
+        }
         for victim in victims {
             self.cache.remove(&victim);
         }
+        self.cache_bytes -= freed;
     }
 }
 

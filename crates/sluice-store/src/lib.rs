@@ -99,7 +99,13 @@ pub struct StoreOptions {
     /// Size at which a keyspace's in-memory table is sealed and flushed to disk; bounds
     /// the memory writes take (about three such tables per busy keyspace at peak).
     pub memtable_bytes: u64,
+    /// Journal kept before the store forces in-memory tables to disk. Every unflushed
+    /// byte of journal is also a byte of memory, so this bounds write memory too.
+    pub journal_bytes_max: u64,
 }
+
+/// fjall's lower bound for the journal limit.
+pub const JOURNAL_BYTES_MIN: u64 = 64 << 20;
 
 #[derive(Clone)]
 pub struct Store {
@@ -159,6 +165,11 @@ impl Store {
     /// Makes every committed batch durable (fdatasync of the journal).
     pub fn sync(&self) -> Result<()> {
         Ok(self.db.persist(PersistMode::SyncData)?)
+    }
+
+    /// Bytes in the store's in-memory tables (active and waiting to be flushed).
+    pub fn write_buffer_bytes(&self) -> u64 {
+        self.db.write_buffer_size()
     }
 
     pub fn batch(&self) -> Batch<'_> {
