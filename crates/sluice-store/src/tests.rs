@@ -3,6 +3,7 @@ use super::*;
 const OPTIONS: StoreOptions = StoreOptions {
     cache_bytes: 1 << 20,
     memtable_bytes: 1 << 20,
+    journal_bytes_max: JOURNAL_BYTES_MIN,
 };
 
 fn open(dir: &Path) -> Store {
