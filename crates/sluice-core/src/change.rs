@@ -37,10 +37,25 @@ pub fn encode_body(
     ts_ms: u64,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(96 + doc_json.map_or(0, <[u8]>::len));
+    encode_body_into(&mut out, collection, key, version, doc_json, changed, ts_ms);
+    out
+}
+
+/// [`encode_body`], appending to `out` (the writer builds a whole change-log chunk in
+/// one buffer).
+pub fn encode_body_into(
+    out: &mut Vec<u8>,
+    collection: &str,
+    key: &Key,
+    version: Option<Version>,
+    doc_json: Option<&[u8]>,
+    changed: &[String],
+    ts_ms: u64,
+) {
     out.extend_from_slice(b"{\"collection\":");
-    write_json(&mut out, &Value::from(collection));
+    write_json(out, &Value::from(collection));
     out.extend_from_slice(b",\"key\":");
-    write_json(&mut out, &key.to_json());
+    write_json(out, &key.to_json());
     out.extend_from_slice(b",\"op\":");
     out.extend_from_slice(if doc_json.is_some() {
         b"\"upsert\""
@@ -48,15 +63,14 @@ pub fn encode_body(
         b"\"delete\""
     });
     out.extend_from_slice(b",\"version\":");
-    write_json(&mut out, &version.map_or(Value::Null, Version::to_json));
+    write_json(out, &version.map_or(Value::Null, Version::to_json));
     out.extend_from_slice(b",\"doc\":");
     out.extend_from_slice(doc_json.unwrap_or(b"null"));
     out.extend_from_slice(b",\"changed\":");
-    write_json(&mut out, &Value::from(changed.to_vec()));
+    write_json(out, &Value::from(changed.to_vec()));
     out.extend_from_slice(b",\"ts_ms\":");
     out.extend_from_slice(ts_ms.to_string().as_bytes());
     out.push(b'}');
-    out
 }
 
 /// The full record JSON: the body with `"cursor"` spliced in front.

@@ -208,6 +208,8 @@ impl Engine {
                 next_offset,
                 cache: Default::default(),
                 cache_bytes: 0,
+                spare_working: Default::default(),
+                spare_chunk: Default::default(),
                 cache_bytes_max: config.engine.doc_cache_bytes_max / usize::from(partitions),
             };
             let thread = std::thread::Builder::new()

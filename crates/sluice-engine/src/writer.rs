@@ -8,7 +8,7 @@ use crate::{EngineError, ItemResult, Shared, Status};
 use serde_json::Value;
 use sluice_core::merge::{Applied, DocState, Outcome};
 use sluice_core::{Key, VersionError, change, codec};
-use sluice_store::Counters;
+use sluice_store::{ChangeChunk, Counters};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::Ordering;
@@ -37,10 +37,13 @@ pub(crate) struct Writer {
     pub cache: HashMap<CacheKey, Vec<u8>>,
     pub cache_bytes: usize,
     pub cache_bytes_max: usize,
+    /// Kept between batches for their capacity: fresh memory costs page faults.
+    pub spare_working: HashMap<CacheKey, Working>,
+    pub spare_chunk: ChangeChunk,
 }
 
 /// A key's state while a batch works on it.
-struct Working {
+pub(crate) struct Working {
     state: DocState,
     /// The stored state changed: write it at the end of the batch.
     dirty: bool,
@@ -56,8 +59,8 @@ struct BatchState<'a> {
     /// Every key the batch touched.
     working: HashMap<CacheKey, Working>,
     deltas: Vec<Counters>,
-    /// Change record bodies, at offsets from `first_offset` on.
-    changes: Vec<Vec<u8>>,
+    /// Change records, at offsets from `first_offset` on.
+    changes: ChangeChunk,
     first_offset: u64,
     ts_ms: u64,
 }
@@ -115,9 +118,9 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         let mut state = BatchState {
             store_batch: shared.store.batch(),
-            working: HashMap::new(),
+            working: std::mem::take(&mut self.spare_working),
             deltas: vec![Counters::default(); shared.collections.len()],
-            changes: Vec::new(),
+            changes: std::mem::take(&mut self.spare_chunk),
             first_offset: self.next_offset,
             ts_ms: now_ms(),
         };
@@ -171,36 +174,6 @@ impl Writer {
         }
     }
 
-    /// The state of a key for this batch: from the batch, the cache, or the store.
-    fn working<'b>(
-        &self,
-        collection: usize,
-        key: Vec<u8>,
-        batch: &'b mut BatchState<'_>,
-    ) -> Result<&'b mut Working, EngineError> {
-        match batch.working.entry((collection, key)) {
-            Entry::Occupied(entry) => Ok(entry.into_mut()),
-            Entry::Vacant(entry) => {
-                let (state, from_store) = match self.cache.get(entry.key()) {
-                    Some(record) => (codec::decode_state(record)?, None),
-                    None => {
-                        let spec = &self.shared.collections[collection].spec;
-                        match self.shared.store.get_doc(&spec.name, &entry.key().1)? {
-                            Some(record) => (codec::decode_state(&record)?, Some(record.to_vec())),
-                            None => (DocState::new(spec.ordering), None),
-                        }
-                    }
-                };
-                Ok(entry.insert(Working {
-                    state,
-                    dirty: false,
-                    doc_json: None,
-                    from_store,
-                }))
-            }
-        }
-    }
-
     fn apply_to_key(
         &mut self,
         collection: usize,
@@ -211,7 +184,12 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         let name = &shared.collections[collection].spec.name;
         let ts_ms = batch.ts_ms;
-        let working = self.working(collection, key.encode(), batch)?;
+        let working = load_working(
+            &mut batch.working,
+            &self.cache,
+            &shared,
+            (collection, key.encode()),
+        )?;
         let existed = working.state.doc().is_some();
         let applied = match operation(&mut working.state) {
             Ok(applied) => applied,
@@ -220,30 +198,29 @@ impl Writer {
                 return Ok(self.reject(collection, Some(key.to_json()), rejection, batch));
             }
         };
-        let mut change = None;
+        let delta = &mut batch.deltas[collection];
         if applied.state_changed {
             working.dirty = true;
             working.doc_json = None;
             if applied.outcome == Outcome::Applied {
                 let state = &working.state;
                 let doc_json = state.doc().map(serialize);
-                let body = change::encode_body(
-                    name,
-                    &key,
-                    state.version(),
-                    doc_json.as_deref(),
-                    &applied.changed,
-                    ts_ms,
-                );
-                change = Some((body, i64::from(state.doc().is_some()) - i64::from(existed)));
+                batch.changes.push(|out| {
+                    let version = state.version();
+                    change::encode_body_into(
+                        out,
+                        name,
+                        &key,
+                        version,
+                        doc_json.as_deref(),
+                        &applied.changed,
+                        ts_ms,
+                    );
+                });
+                self.next_offset += 1;
+                delta.documents += i64::from(state.doc().is_some()) - i64::from(existed);
                 working.doc_json = doc_json;
             }
-        }
-        let delta = &mut batch.deltas[collection];
-        if let Some((body, documents)) = change {
-            batch.changes.push(body);
-            self.next_offset += 1;
-            delta.documents += documents;
         }
         let status = match applied.outcome {
             Outcome::Applied => {
@@ -313,9 +290,10 @@ impl Writer {
             ..
         } = batch;
         debug_assert_eq!(first_offset + changes.len() as u64, self.next_offset);
-        store_batch.append_changes(self.partition, first_offset, &changes);
+        store_batch.append_chunk(self.partition, first_offset, &changes);
         let mut cached = Vec::with_capacity(working.len());
-        for (cache_key, working) in working {
+        let mut working = working;
+        for (cache_key, working) in working.drain() {
             if working.dirty {
                 let record = codec::encode(&working.state, working.doc_json.as_deref());
                 let name = &self.shared.collections[cache_key.0].spec.name;
@@ -339,6 +317,10 @@ impl Writer {
             store_batch.put_counters(&entry.spec.name, self.partition, &total);
             totals.push((collection, total));
         }
+        let mut changes = changes;
+        changes.clear();
+        self.spare_chunk = changes;
+        self.spare_working = working;
         store_batch.commit()?;
         for (collection, total) in totals {
             *self.shared.collections[collection].counters[partition]
@@ -395,6 +377,36 @@ impl Writer {
             self.cache.remove(&victim);
         }
         self.cache_bytes -= freed;
+    }
+}
+
+/// The state of a key for this batch: from the batch, the cache, or the store.
+fn load_working<'b>(
+    working: &'b mut HashMap<CacheKey, Working>,
+    cache: &HashMap<CacheKey, Vec<u8>>,
+    shared: &Shared,
+    cache_key: CacheKey,
+) -> Result<&'b mut Working, EngineError> {
+    match working.entry(cache_key) {
+        Entry::Occupied(entry) => Ok(entry.into_mut()),
+        Entry::Vacant(entry) => {
+            let (state, from_store) = match cache.get(entry.key()) {
+                Some(record) => (codec::decode_state(record)?, None),
+                None => {
+                    let spec = &shared.collections[entry.key().0].spec;
+                    match shared.store.get_doc(&spec.name, &entry.key().1)? {
+                        Some(record) => (codec::decode_state(&record)?, Some(record.to_vec())),
+                        None => (DocState::new(spec.ordering), None),
+                    }
+                }
+            };
+            Ok(entry.insert(Working {
+                state,
+                dirty: false,
+                doc_json: None,
+                from_store,
+            }))
+        }
     }
 }
 

@@ -320,6 +320,50 @@ impl Store {
     }
 }
 
+/// Change records being gathered into one chunk: `count u32 | (len u32 | body)*`.
+#[derive(Debug)]
+pub struct ChangeChunk {
+    buffer: Vec<u8>,
+    count: u32,
+}
+
+impl Default for ChangeChunk {
+    fn default() -> Self {
+        Self {
+            buffer: vec![0; 4],
+            count: 0,
+        }
+    }
+}
+
+impl ChangeChunk {
+    /// Appends one record, written by `write` straight into the chunk.
+    pub fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(&[0; 4]);
+        write(&mut self.buffer);
+        let length = (self.buffer.len() - start - 4) as u32;
+        self.buffer[start..start + 4].copy_from_slice(&length.to_le_bytes());
+        self.count += 1;
+        self.buffer[..4].copy_from_slice(&self.count.to_le_bytes());
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Empties the chunk, keeping its buffer's capacity.
+    pub fn clear(&mut self) {
+        self.buffer.truncate(4);
+        self.buffer[..4].copy_from_slice(&[0; 4]);
+        self.count = 0;
+    }
+}
+
 /// One atomic write across keyspaces.
 pub struct Batch<'a> {
     store: &'a Store,
@@ -332,23 +376,16 @@ impl Batch<'_> {
             .insert(&self.store.docs, doc_key(collection, key), record);
     }
 
-    /// Appends change records with consecutive offsets starting at `first_offset`.
-    pub fn append_changes(&mut self, partition: u16, first_offset: u64, bodies: &[Vec<u8>]) {
-        if bodies.is_empty() {
+    /// Appends a chunk of change records, the first at `first_offset`. The chunk's buffer
+    /// is copied, so the caller can reuse it.
+    pub fn append_chunk(&mut self, partition: u16, first_offset: u64, chunk: &ChangeChunk) {
+        if chunk.count == 0 {
             return;
         }
-        let length = 4 + bodies.iter().map(|body| body.len() + 4).sum::<usize>();
-        let mut chunk = Vec::with_capacity(length);
-        chunk.extend_from_slice(&(bodies.len() as u32).to_le_bytes());
-        for body in bodies {
-            chunk.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            chunk.extend_from_slice(body);
-        }
-        debug_assert_eq!(chunk.len(), length);
         self.inner.insert(
             &self.store.changes,
             change_key(partition, first_offset),
-            chunk,
+            chunk.buffer.as_slice(),
         );
     }
 

@@ -17,7 +17,10 @@ fn batch_is_atomic_and_survives_reopen() {
         let store = open(dir.path());
         let mut batch = store.batch();
         batch.put_doc("doctor", b"17", b"doc".to_vec());
-        batch.append_changes(1, 0, &[b"{}".to_vec(), b"{}".to_vec()]);
+        let mut chunk = ChangeChunk::default();
+        chunk.push(|out| out.extend_from_slice(b"{}"));
+        chunk.push(|out| out.extend_from_slice(b"{}"));
+        batch.append_chunk(1, 0, &chunk);
         batch.put_counters(
             "doctor",
             1,
@@ -113,7 +116,11 @@ fn change_chunks_read_at_any_offset() {
     let mut next = 0;
     for size in [3u64, 1, 5, 2] {
         let mut batch = store.batch();
-        batch.append_changes(0, next, &(next..next + size).map(body).collect::<Vec<_>>());
+        let mut chunk = ChangeChunk::default();
+        for offset in next..next + size {
+            chunk.push(|out| out.extend_from_slice(&body(offset)));
+        }
+        batch.append_chunk(0, next, &chunk);
         batch.commit().unwrap();
         next += size;
     }
