@@ -59,6 +59,15 @@ fn print_banner(local: SocketAddr, data_dir: &std::path::Path, rate: u64) {
 
 async fn feed(engine: Engine, rate: u64) {
     let mut generator = generator::Generator::new(42, 1_000);
+    let mut seeds: BTreeMap<&str, String> = BTreeMap::new();
+    for (collection, event) in generator.seed_events() {
+        let lines = seeds.entry(collection).or_default();
+        lines.push_str(&event.to_string());
+        lines.push('\n');
+    }
+    for (collection, lines) in seeds {
+        submit(&engine, collection, &lines).await;
+    }
     let per_tick = (rate * TICK_MS / 1000).max(1);
     let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
     let mut sent = 0u64;
@@ -78,13 +87,17 @@ async fn feed(engine: Engine, rate: u64) {
             lines.push('\n');
         }
         for (collection, lines) in by_collection {
-            let Ok(spec) = engine.collection(collection) else {
-                continue;
-            };
-            let inputs = input::parse_lines_lenient(spec, &lines, 1, engine.event_limits());
-            if let Err(error) = engine.submit(collection, inputs).await {
-                tracing::warn!(%error, collection, "Demo feed could not submit.");
-            }
+            submit(&engine, collection, &lines).await;
         }
+    }
+}
+
+async fn submit(engine: &Engine, collection: &str, lines: &str) {
+    let Ok(spec) = engine.collection(collection) else {
+        return;
+    };
+    let inputs = input::parse_lines_lenient(spec, lines, 1, engine.event_limits());
+    if let Err(error) = engine.submit(collection, inputs).await {
+        tracing::warn!(%error, collection, "Demo feed could not submit.");
     }
 }

@@ -127,6 +127,27 @@ impl Generator {
         event
     }
 
+    /// One complete document per doctor and location, at version 0, so that a demo has
+    /// every key from the start and later partial updates have something to merge into.
+    pub fn seed_events(&mut self) -> Vec<(&'static str, Value)> {
+        let mut events = Vec::new();
+        for id in 0..self.doctors {
+            let name = format!("{} {}", self.rng.pick(FIRST), self.rng.pick(LAST));
+            let doctor = json!({"doctor_id": id, "updated_at": 0, "name": name,
+                "specialty": self.rng.pick(SPECIALTIES), "location_id": self.rng.below(self.locations()),
+                "accepting_patients": true, "rating": 4.0, "plans": [self.rng.pick(PLANS)]});
+            events.push(("doctor", doctor));
+        }
+        for id in 0..self.locations() {
+            let site = self.rng.pick(SITES);
+            let city = self.rng.pick(CITIES);
+            let location = json!({"location_id": id, "updated_at": 0, "name": format!("{site} {city}"),
+                "city": city, "address": {"street": "1 Main St", "zip": "60601"}});
+            events.push(("location", location));
+        }
+        events
+    }
+
     /// The next event of one collection.
     pub fn next_of(&mut self, collection: &str) -> Value {
         loop {

@@ -48,13 +48,12 @@ pub fn encode(state: &DocState, doc_json: Option<&[u8]>) -> Vec<u8> {
             out.push(MODE_DOCUMENT);
             put_version(&mut out, document.version);
             let serialized;
-            let doc_json = match (doc_json, &document.doc) {
-                (Some(bytes), _) => Some(bytes),
-                (None, Some(doc)) => {
-                    serialized = serde_json::to_vec(doc).unwrap_or_default();
-                    Some(serialized.as_slice())
+            let doc_json = match doc_json {
+                Some(bytes) => Some(bytes),
+                None => {
+                    serialized = state.doc_json();
+                    serialized.as_deref()
                 }
-                (None, None) => None,
             };
             match doc_json {
                 Some(bytes) => {
@@ -83,9 +82,7 @@ pub fn decode_view(bytes: &[u8]) -> Result<RecordView<'_>, CodecError> {
         }),
         _ => {
             let state = decode_state(bytes)?;
-            let doc = state
-                .doc()
-                .map(|doc| Cow::Owned(serde_json::to_vec(doc).unwrap_or_default()));
+            let doc = state.doc_json().map(Cow::Owned);
             Ok(RecordView { version, doc })
         }
     }
@@ -286,7 +283,8 @@ mod tests {
     use serde_json::json;
 
     fn round_trip(state: &DocState) {
-        let doc = state.doc().map(|doc| serde_json::to_vec(doc).unwrap());
+        let doc = state.doc().map(|doc| serde_json::to_vec(&doc).unwrap());
+        assert_eq!(state.doc_json(), doc, "direct JSON equals serde_json's");
         let bytes = encode(state, doc.as_deref());
         assert_eq!(&decode_state(&bytes).unwrap(), state);
         let view = decode_view(&bytes).unwrap();

@@ -190,7 +190,7 @@ impl Writer {
             &shared,
             (collection, key.encode()),
         )?;
-        let existed = working.state.doc().is_some();
+        let existed = working.state.exists();
         let applied = match operation(&mut working.state) {
             Ok(applied) => applied,
             Err((error, text)) => {
@@ -204,7 +204,7 @@ impl Writer {
             working.doc_json = None;
             if applied.outcome == Outcome::Applied {
                 let state = &working.state;
-                let doc_json = state.doc().map(serialize);
+                let doc_json = state.doc_json();
                 batch.changes.push(|out| {
                     let version = state.version();
                     change::encode_body_into(
@@ -218,7 +218,7 @@ impl Writer {
                     );
                 });
                 self.next_offset += 1;
-                delta.documents += i64::from(state.doc().is_some()) - i64::from(existed);
+                delta.documents += i64::from(state.exists()) - i64::from(existed);
                 working.doc_json = doc_json;
             }
         }

@@ -146,6 +146,31 @@ impl Node {
         }
     }
 
+    /// Writes the visible object at this node as JSON, byte for byte what serde_json
+    /// writes for [`Node::visible_members`], without building it.
+    pub fn write_members_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        let mut first = true;
+        for (name, child) in &self.children {
+            if !child.shows_object() && child.value.is_none() {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            // Writing strings and values into memory cannot fail.
+            let _ = serde_json::to_writer(&mut *out, name);
+            out.push(b':');
+            if child.shows_object() {
+                child.write_members_json(out);
+            } else if let Some(value) = &child.value {
+                let _ = serde_json::to_writer(&mut *out, value);
+            }
+        }
+        out.push(b'}');
+    }
+
     pub fn visible_members(&self) -> Map<String, Value> {
         self.children
             .iter()

@@ -42,6 +42,20 @@ pub struct Applied {
 }
 
 impl Applied {
+    /// A stored change; applied when something visible changed.
+    fn changed(changed: Vec<String>) -> Self {
+        let outcome = if changed.is_empty() {
+            Outcome::Noop
+        } else {
+            Outcome::Applied
+        };
+        Self {
+            outcome,
+            changed,
+            state_changed: true,
+        }
+    }
+
     fn unchanged(outcome: Outcome) -> Self {
         Self {
             outcome,
@@ -66,17 +80,16 @@ pub struct DocumentState {
     pub doc: Option<Map<String, Value>>,
 }
 
-/// Field ordering: the clock tree, plus the visible document derived from it.
+/// Field ordering: the clock tree. The visible document is derived from it when needed
+/// (and written as JSON straight from the tree), never stored beside it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FieldState {
     pub root: Node,
-    doc: Option<Map<String, Value>>,
 }
 
 impl FieldState {
     pub fn from_root(root: Node) -> Self {
-        let doc = root.shows_object().then(|| root.visible_members());
-        Self { root, doc }
+        Self { root }
     }
 }
 
@@ -88,12 +101,42 @@ impl DocState {
         }
     }
 
-    /// The visible document; `None` when it does not exist (never written, or deleted).
-    pub fn doc(&self) -> Option<&Map<String, Value>> {
+    /// Whether the document exists (it was written and not deleted since).
+    pub fn exists(&self) -> bool {
         match self {
-            DocState::Document(state) => state.doc.as_ref(),
-            DocState::Field(state) => state.doc.as_ref(),
+            DocState::Document(state) => state.doc.is_some(),
+            DocState::Field(state) => state.root.shows_object(),
         }
+    }
+
+    /// The visible document, built; `None` when it does not exist.
+    pub fn doc(&self) -> Option<Map<String, Value>> {
+        match self {
+            DocState::Document(state) => state.doc.clone(),
+            DocState::Field(state) => state
+                .root
+                .shows_object()
+                .then(|| state.root.visible_members()),
+        }
+    }
+
+    /// The visible document as JSON (keys in order, as serde_json writes a map); `None`
+    /// when it does not exist.
+    pub fn doc_json(&self) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(256);
+        match self {
+            DocState::Document(state) => {
+                // Serializing a map into memory cannot fail.
+                serde_json::to_writer(&mut out, state.doc.as_ref()?).ok()?;
+            }
+            DocState::Field(state) => {
+                if !state.root.shows_object() {
+                    return None;
+                }
+                state.root.write_members_json(&mut out);
+            }
+        }
+        Some(out)
     }
 
     /// The newest version this key has seen (including deletes).
@@ -221,6 +264,15 @@ impl DocumentState {
 impl FieldState {
     fn apply(&mut self, stamp: Stamp, patch: &Map<String, Value>) -> Applied {
         let newest_before = self.root.newest();
+        let existed = self.root.shows_object();
+        // Only the patched members can change: keep their old visible values to compare.
+        let before: Vec<Option<Value>> = match existed {
+            true => patch
+                .keys()
+                .map(|name| self.root.children.get(name).and_then(Node::visible))
+                .collect(),
+            false => Vec::new(),
+        };
         if !self.root.apply_members(patch, stamp) {
             // Stale: a delete covers the event, or everything it wrote has newer versions.
             let deleted = self.root.reset.is_some_and(|reset| reset >= stamp);
@@ -229,69 +281,43 @@ impl FieldState {
             let stale = deleted || older;
             return Applied::unchanged(if stale { Outcome::Stale } else { Outcome::Noop });
         }
-        self.refresh_members(patch)
+        let changed = match (existed, self.root.shows_object()) {
+            (true, true) => {
+                let mut changed = Vec::new();
+                let mut path = String::new();
+                for (name, old) in patch.keys().zip(&before) {
+                    let new = self.root.children.get(name).and_then(Node::visible);
+                    crate::diff::walk_member(
+                        &mut path,
+                        name,
+                        old.as_ref(),
+                        new.as_ref(),
+                        &mut changed,
+                    );
+                }
+                changed
+            }
+            (false, false) => Vec::new(),
+            _ => vec![String::new()],
+        };
+        Applied::changed(changed)
     }
 
     fn apply_delete(&mut self, stamp: Stamp) -> Applied {
-        if !self.root.apply(&Value::Null, stamp) {
-            return Applied::unchanged(Outcome::Stale);
-        }
-        self.refresh()
-    }
-
-    fn refresh(&mut self) -> Applied {
-        let doc = self
+        // Deletes are rare, and one below newer writes can leave the document visible with
+        // fewer members, so compare whole documents.
+        let before = self
             .root
             .shows_object()
             .then(|| self.root.visible_members());
-        let changed = changed_paths(self.doc.as_ref(), doc.as_ref());
-        self.doc = doc;
-        let outcome = if changed.is_empty() {
-            Outcome::Noop
-        } else {
-            Outcome::Applied
-        };
-        Applied {
-            outcome,
-            changed,
-            state_changed: true,
+        if !self.root.apply(&Value::Null, stamp) {
+            return Applied::unchanged(Outcome::Stale);
         }
-    }
-
-    /// After an object patch on a visible document, only the patched members can have
-    /// changed: recompute those instead of the whole document.
-    fn refresh_members(&mut self, patch: &Map<String, Value>) -> Applied {
-        let (Some(doc), true) = (self.doc.as_mut(), self.root.shows_object()) else {
-            return self.refresh();
-        };
-        let mut changed = Vec::new();
-        let mut path = String::new();
-        for name in patch.keys() {
-            let new = self.root.children.get(name).and_then(Node::visible);
-            crate::diff::walk_member(&mut path, name, doc.get(name), new.as_ref(), &mut changed);
-            match new {
-                Some(value) => {
-                    if let Some(slot) = doc.get_mut(name) {
-                        *slot = value;
-                    } else {
-                        doc.insert(name.clone(), value);
-                    }
-                }
-                None => {
-                    doc.remove(name);
-                }
-            }
-        }
-        let outcome = if changed.is_empty() {
-            Outcome::Noop
-        } else {
-            Outcome::Applied
-        };
-        Applied {
-            outcome,
-            changed,
-            state_changed: true,
-        }
+        let after = self
+            .root
+            .shows_object()
+            .then(|| self.root.visible_members());
+        Applied::changed(changed_paths(before.as_ref(), after.as_ref()))
     }
 }
 

@@ -26,7 +26,12 @@ fn apply(state: &mut DocState, version: i64, patch: Value) -> Outcome {
 }
 
 fn doc(state: &DocState) -> Value {
-    state.doc().cloned().map_or(Value::Null, Value::Object)
+    let built = state.doc().map_or(Value::Null, Value::Object);
+    let written: Value = state
+        .doc_json()
+        .map_or(Value::Null, |json| serde_json::from_slice(&json).unwrap());
+    assert_eq!(built, written);
+    built
 }
 
 #[test]
