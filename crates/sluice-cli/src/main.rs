@@ -181,6 +181,7 @@ fn init_logging(verbose: bool) {
     let level = std::env::var("SLUICE_LOG").unwrap_or_else(|_| default.to_owned());
     let level = level.parse().unwrap_or(tracing::Level::INFO);
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .init();
