@@ -172,10 +172,8 @@ fn put_node(out: &mut Vec<u8>, node: &Node) {
         put_stamp(out, reset);
     }
     if let Some(value) = &node.value {
-        // Writing a Value into memory cannot fail: no I/O, and map keys are strings.
-        let json = serde_json::to_vec(value).unwrap_or_default();
-        put_varint(out, json.len() as u64);
-        out.extend_from_slice(&json);
+        put_varint(out, value.len() as u64);
+        out.extend_from_slice(value.as_bytes());
     }
     if let Some(obj) = node.obj {
         put_stamp(out, obj);
@@ -199,9 +197,9 @@ fn read_node(reader: &mut Reader<'_>, depth: usize) -> Result<Node, CodecError> 
     }
     if flags & FLAG_VALUE != 0 {
         let length = reader.length()?;
-        let raw = reader.take(length)?;
-        node.value =
-            Some(serde_json::from_slice(raw).map_err(|_| CodecError("bad JSON value in clock"))?);
+        let text = std::str::from_utf8(reader.take(length)?)
+            .map_err(|_| CodecError("bad JSON value in clock"))?;
+        node.value = Some(text.into());
     }
     if flags & FLAG_OBJ != 0 {
         node.obj = Some(reader.stamp()?);

@@ -50,8 +50,10 @@ impl Stamp {
 pub struct Node {
     /// Newest non-object write at this path.
     pub reset: Option<Stamp>,
-    /// The value written at `reset`; `None` when it was a removal (`null`).
-    pub value: Option<Value>,
+    /// The value written at `reset`, as compact JSON text; `None` when it was a removal
+    /// (`null`). Text, not a `Value`: storing, loading and writing documents are then
+    /// copies, and serde_json's output is canonical, so equal text means equal values.
+    pub value: Option<Box<str>>,
     /// Newest object write at this path. Children never carry a newer stamp.
     pub obj: Option<Stamp>,
     pub children: BTreeMap<String, Node>,
@@ -76,7 +78,9 @@ impl Node {
             Value::Object(members) => self.apply_members(members, stamp),
             other => {
                 self.reset = Some(stamp);
-                self.value = (!other.is_null()).then(|| other.clone());
+                // Serializing a Value into a String cannot fail.
+                self.value = (!other.is_null())
+                    .then(|| serde_json::to_string(other).unwrap_or_default().into());
                 self.prune_below(stamp);
                 true
             }
@@ -135,7 +139,57 @@ impl Node {
         if self.shows_object() {
             return Some(Value::Object(self.visible_members()));
         }
-        self.value.clone()
+        self.value
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+    }
+
+    fn is_visible(&self) -> bool {
+        self.shows_object() || self.value.is_some()
+    }
+
+    /// Appends the paths whose visible value differs between `old` and `new` (the same
+    /// path in two versions of the tree): the smallest differing subtrees, as
+    /// `diff::walk_member` finds them on built documents.
+    pub fn diff_visible(
+        path: &mut String,
+        name: &str,
+        old: Option<&Node>,
+        new: Option<&Node>,
+        out: &mut Vec<String>,
+    ) {
+        let old = old.filter(|node| node.is_visible());
+        let new = new.filter(|node| node.is_visible());
+        let length = path.len();
+        match (old, new) {
+            (None, None) => return,
+            (Some(old), Some(new)) if old.shows_object() && new.shows_object() => {
+                path.push('/');
+                crate::pointer::push_escaped(path, name);
+                let names: std::collections::BTreeSet<&String> =
+                    old.children.keys().chain(new.children.keys()).collect();
+                for child in names {
+                    Node::diff_visible(
+                        path,
+                        child,
+                        old.children.get(child),
+                        new.children.get(child),
+                        out,
+                    );
+                }
+            }
+            (Some(old), Some(new))
+                if !old.shows_object() && !new.shows_object() && old.value == new.value =>
+            {
+                return;
+            }
+            _ => {
+                path.push('/');
+                crate::pointer::push_escaped(path, name);
+                out.push(path.clone());
+            }
+        }
+        path.truncate(length);
     }
 
     pub fn shows_object(&self) -> bool {
@@ -152,7 +206,7 @@ impl Node {
         out.push(b'{');
         let mut first = true;
         for (name, child) in &self.children {
-            if !child.shows_object() && child.value.is_none() {
+            if !child.is_visible() {
                 continue;
             }
             if !first {
@@ -165,7 +219,7 @@ impl Node {
             if child.shows_object() {
                 child.write_members_json(out);
             } else if let Some(value) = &child.value {
-                let _ = serde_json::to_writer(&mut *out, value);
+                out.extend_from_slice(value.as_bytes());
             }
         }
         out.push(b'}');

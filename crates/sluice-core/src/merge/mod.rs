@@ -265,11 +265,11 @@ impl FieldState {
     fn apply(&mut self, stamp: Stamp, patch: &Map<String, Value>) -> Applied {
         let newest_before = self.root.newest();
         let existed = self.root.shows_object();
-        // Only the patched members can change: keep their old visible values to compare.
-        let before: Vec<Option<Value>> = match existed {
+        // Only the patched members can change: keep their old state to compare.
+        let before: Vec<Option<Node>> = match existed {
             true => patch
                 .keys()
-                .map(|name| self.root.children.get(name).and_then(Node::visible))
+                .map(|name| self.root.children.get(name).cloned())
                 .collect(),
             false => Vec::new(),
         };
@@ -286,12 +286,11 @@ impl FieldState {
                 let mut changed = Vec::new();
                 let mut path = String::new();
                 for (name, old) in patch.keys().zip(&before) {
-                    let new = self.root.children.get(name).and_then(Node::visible);
-                    crate::diff::walk_member(
+                    Node::diff_visible(
                         &mut path,
                         name,
                         old.as_ref(),
-                        new.as_ref(),
+                        self.root.children.get(name),
                         &mut changed,
                     );
                 }

@@ -389,7 +389,7 @@ proptest! {
         }
     }
 
-    /// Change paths are empty exactly for noops, and the noop leaves the document alone.
+    /// Changed paths are empty exactly for noops, and equal a full diff of the documents.
     #[test]
     fn noop_means_no_visible_change((_, delivered) in deliveries(4)) {
         let mut state = field();
@@ -401,6 +401,10 @@ proptest! {
             };
             prop_assert_eq!(applied.outcome == Outcome::Applied, before != doc(&state));
             prop_assert_eq!(applied.changed.is_empty(), applied.outcome != Outcome::Applied);
+            // The incremental changed paths equal a full diff of the two documents.
+            let after = doc(&state);
+            let expected = crate::diff::changed_paths(before.as_object(), after.as_object());
+            prop_assert_eq!(&applied.changed, &expected);
         }
     }
 }
