@@ -106,6 +106,10 @@ impl Api {
             .await
     }
 
+    async fn delete(&self, uri: &str) -> Answer {
+        self.call("DELETE", uri, None, Body::empty()).await
+    }
+
     async fn ndjson(&self, uri: &str, body: &str) -> Answer {
         self.call("POST", uri, Some("application/x-ndjson"), body.to_owned())
             .await
@@ -342,12 +346,7 @@ async fn documents_composite_keys_delete_and_list() {
     );
 
     let deleted = api
-        .call(
-            "DELETE",
-            "/v1/collections/availability/docs/chicago/7",
-            None,
-            Body::empty(),
-        )
+        .delete("/v1/collections/availability/docs/chicago/7")
         .await;
     assert_eq!(deleted.json()["status"], "applied", "{}", deleted.text);
     assert_eq!(
@@ -357,30 +356,15 @@ async fn documents_composite_keys_delete_and_list() {
         StatusCode::NOT_FOUND
     );
     let again = api
-        .call(
-            "DELETE",
-            "/v1/collections/availability/docs/chicago/7",
-            None,
-            Body::empty(),
-        )
+        .delete("/v1/collections/availability/docs/chicago/7")
         .await;
     assert_eq!(again.json()["status"], "noop");
     let stale = api
-        .call(
-            "DELETE",
-            "/v1/collections/availability/docs/chicago/8?version=0",
-            None,
-            Body::empty(),
-        )
+        .delete("/v1/collections/availability/docs/chicago/8?version=0")
         .await;
     assert_eq!(stale.json()["status"], "stale");
     let bad = api
-        .call(
-            "DELETE",
-            "/v1/collections/availability/docs/chicago/8?version=soon",
-            None,
-            Body::empty(),
-        )
+        .delete("/v1/collections/availability/docs/chicago/8?version=soon")
         .await;
     assert_eq!(
         (bad.status, bad.error_code()),
@@ -451,14 +435,7 @@ async fn change_log_pages_and_long_polls() {
             serde_json::from_slice::<Value>(&bytes).unwrap()
         })
     };
-    let deleted = api
-        .call(
-            "DELETE",
-            "/v1/collections/doctor/docs/2",
-            None,
-            Body::empty(),
-        )
-        .await;
+    let deleted = api.delete("/v1/collections/doctor/docs/2").await;
     assert_eq!(deleted.json()["status"], "applied");
     let woke = waiter.await.unwrap();
     assert_eq!(woke["changes"][0]["op"], "delete");

@@ -216,16 +216,7 @@ impl DocumentState {
         let changed = changed_paths(self.doc.as_ref(), Some(&doc));
         self.version = Some(version);
         self.doc = Some(doc);
-        let outcome = if changed.is_empty() {
-            Outcome::Noop
-        } else {
-            Outcome::Applied
-        };
-        Applied {
-            outcome,
-            changed,
-            state_changed: true,
-        }
+        Applied::changed(changed)
     }
 
     fn delete(&mut self, version: Version) -> Applied {
@@ -240,15 +231,9 @@ impl DocumentState {
         let state_changed = self.doc.is_some() || self.version != Some(version);
         self.doc = None;
         self.version = Some(version);
-        let outcome = if changed.is_empty() {
-            Outcome::Noop
-        } else {
-            Outcome::Applied
-        };
         Applied {
-            outcome,
-            changed,
             state_changed,
+            ..Applied::changed(changed)
         }
     }
 
