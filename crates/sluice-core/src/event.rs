@@ -32,10 +32,10 @@ impl CollectionSpec {
     }
 
     /// The key of a stored document, read back from its own key fields.
-    pub fn key_of(&self, doc: &Value) -> Result<Key, KeyError> {
+    pub fn key_of(&self, doc: &Map<String, Value>) -> Result<Key, KeyError> {
         let mut parts = Vec::with_capacity(self.key.len());
         for pointer in &self.key {
-            let value = pointer.get(doc).ok_or_else(|| KeyError::Missing {
+            let value = pointer.get_in(doc).ok_or_else(|| KeyError::Missing {
                 pointer: pointer.to_string(),
             })?;
             parts.push(KeyPart::from_json(value, pointer.as_str())?);
@@ -79,17 +79,23 @@ pub enum EventError {
     Version(#[from] VersionError),
 }
 
+/// Where and why JSON failed to parse: (line, column, message without the position).
+pub fn json_error_parts(error: &serde_json::Error) -> (usize, usize, String) {
+    let message = error.to_string();
+    // serde_json appends " at line L column C"; the numbers are returned separately.
+    let message = match message.rfind(" at line ") {
+        Some(position) => message[..position].to_owned(),
+        None => message,
+    };
+    (error.line(), error.column(), message)
+}
+
 impl EventError {
     pub fn from_json(error: &serde_json::Error) -> Self {
-        let message = error.to_string();
-        // serde_json appends " at line L column C"; the fields carry that already.
-        let message = match message.rfind(" at line ") {
-            Some(position) => message[..position].to_owned(),
-            None => message,
-        };
+        let (line, column, message) = json_error_parts(error);
         EventError::Json {
-            line: error.line(),
-            column: error.column(),
+            line,
+            column,
             message,
         }
     }
@@ -120,21 +126,17 @@ pub fn from_value(
         });
     };
     check_depth(&patch, limits.event_depth_max)?;
-    let document = Value::Object(patch);
-    let key = spec.key_of(&document)?;
+    let key = spec.key_of(&patch)?;
     let version = match &spec.version {
         None => None,
         Some(pointer) => {
             let value = pointer
-                .get(&document)
+                .get_in(&patch)
                 .ok_or_else(|| VersionError::Missing {
                     pointer: pointer.to_string(),
                 })?;
             Some(Version::from_json(value, pointer.as_str())?)
         }
-    };
-    let Value::Object(patch) = document else {
-        unreachable!("document was built from an object just above");
     };
     Ok(Event {
         key,

@@ -61,17 +61,26 @@ impl Pointer {
         &self.text
     }
 
+    /// The value at this pointer inside an object (the root pointer has none: it would be
+    /// the object itself).
+    pub fn get_in<'a>(&self, members: &'a serde_json::Map<String, Value>) -> Option<&'a Value> {
+        let (first, rest) = self.tokens.split_first()?;
+        rest.iter().try_fold(members.get(first)?, step)
+    }
+
     pub fn get<'a>(&self, value: &'a Value) -> Option<&'a Value> {
-        self.tokens
-            .iter()
-            .try_fold(value, |node, token| match node {
-                Value::Object(members) => members.get(token),
-                Value::Array(items) => token
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|index| items.get(index)),
-                _ => None,
-            })
+        self.tokens.iter().try_fold(value, step)
+    }
+}
+
+fn step<'a>(node: &'a Value, token: &String) -> Option<&'a Value> {
+    match node {
+        Value::Object(members) => members.get(token),
+        Value::Array(items) => token
+            .parse::<usize>()
+            .ok()
+            .and_then(|index| items.get(index)),
+        _ => None,
     }
 }
 

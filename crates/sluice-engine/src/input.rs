@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 use serde_json::value::RawValue;
-use sluice_core::event::{self, CollectionSpec, EventError, Limits};
+use sluice_core::event::{self, CollectionSpec, EventError, Limits, json_error_parts};
 use sluice_core::{Event, Key, Version};
 
 /// How much of a rejected event's text is kept for inspection.
@@ -84,14 +84,7 @@ fn parse_json(
     }
     let text = trimmed;
     let body_error = |error: serde_json::Error| {
-        let EventError::Json {
-            line,
-            column,
-            message,
-        } = EventError::from_json(&error)
-        else {
-            unreachable!("from_json always builds EventError::Json")
-        };
+        let (line, column, message) = json_error_parts(&error);
         BodyError::Json {
             line,
             column,
@@ -132,12 +125,7 @@ fn parse_ndjson(
         }
         let number = index + 1;
         let input = one(spec, line, limits, || format!("line {number}")).map_err(|error| {
-            let EventError::Json {
-                column, message, ..
-            } = EventError::from_json(&error)
-            else {
-                unreachable!("from_json always builds EventError::Json")
-            };
+            let (_, column, message) = json_error_parts(&error);
             BodyError::NdjsonLine {
                 line: number,
                 column,
@@ -261,6 +249,24 @@ mod tests {
         );
         let long = format!(r#"{{"id": 1, "x": "{}"}}"#, "a".repeat(200));
         assert_eq!(kinds(&parse(&long, BodyFormat::Ndjson).unwrap()), "R");
+    }
+
+    proptest::proptest! {
+        /// No body, however broken, panics: it parses, or it fails with a `BodyError`.
+        #[test]
+        fn never_panics_on_bytes(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            for format in [BodyFormat::Json, BodyFormat::Ndjson] {
+                let _ = parse_body(&spec(), &body, format, LIMITS, 100);
+            }
+            let _ = parse_lines_lenient(&spec(), &String::from_utf8_lossy(&body), 1, LIMITS);
+        }
+
+        #[test]
+        fn never_panics_on_json_like_text(body in r#"[\[\]{}",:0-9a-z\\ \n-]{0,200}"#) {
+            for format in [BodyFormat::Json, BodyFormat::Ndjson] {
+                let _ = parse_body(&spec(), body.as_bytes(), format, LIMITS, 100);
+            }
+        }
     }
 
     #[test]

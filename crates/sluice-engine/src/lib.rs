@@ -586,8 +586,8 @@ fn stored_doc(spec: &CollectionSpec, bytes: &Bytes) -> Result<Option<StoredDoc>,
     let Some(doc_json) = view.doc else {
         return Ok(None);
     };
-    let doc: serde_json::Value =
-        serde_json::from_slice(&doc_json).map_err(|_| StoreError::Corrupt {
+    let doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&doc_json)
+        .map_err(|_| StoreError::Corrupt {
             what: "document JSON",
         })?;
     let key = spec.key_of(&doc).map_err(|_| StoreError::Corrupt {
