@@ -65,11 +65,11 @@ enum Command {
         /// The NDJSON file (`-` for standard input).
         file: PathBuf,
         /// Bytes of whole lines parsed and submitted to the processor at once.
-        #[arg(long, default_value_t = 2 << 20)]
+        #[arg(long, default_value_t = 1 << 20)]
         chunk_bytes: usize,
         /// Events a writer commits together (overrides `engine.batch_events_max`: bulk
         /// loads commit fewer, larger batches, so each key is written once per batch).
-        #[arg(long, default_value_t = 16_384)]
+        #[arg(long, default_value_t = 8_192)]
         batch_events: usize,
     },
     /// Prints one document (from the data directory; stop the server first, or use
