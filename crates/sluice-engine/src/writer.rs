@@ -108,6 +108,8 @@ impl Writer {
                 }
             }
             self.evict_if_full();
+            // After the answers, so backpressure delays the next batch, not this one.
+            self.wait_for_flushes();
         }
     }
 
@@ -138,7 +140,6 @@ impl Writer {
         self.shared
             .sync
             .sync(&self.shared.store, &self.shared.metrics.sync_seconds)?;
-        self.wait_for_flushes();
         // Durable now: readers may see the new records, and waiting readers wake up.
         if wrote_changes {
             self.shared.durable[usize::from(self.partition)]
