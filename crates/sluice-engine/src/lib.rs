@@ -52,10 +52,10 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// Writers answer many callers with one error; store errors are not `Clone`.
+    /// Writers answer many callers with one error, and store errors are not `Clone`.
+    /// Every error a writer meets poisons the engine, so that is what callers learn.
     fn clone_for_reply(&self) -> Self {
         match self {
-            EngineError::Poisoned => EngineError::Poisoned,
             EngineError::Closed => EngineError::Closed,
             _ => EngineError::Poisoned,
         }
