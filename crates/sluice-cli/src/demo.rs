@@ -43,7 +43,8 @@ pub fn run(data_dir: Option<PathBuf>, listen: SocketAddr, rate: u64) -> Result<(
 fn print_banner(local: SocketAddr, data_dir: &std::path::Path, rate: u64) {
     let base = format!("http://{local}");
     println!(
-        "Sluice demo: {base}  (data in {}, fed {rate} generated events/s)\n\nTry:\n  \
+        "Sluice demo: {base}  (data in {}, fed {rate} generated events/s)\n\n\
+         Open {base}/v1/collections/doctor/docs?limit=5 or {base}/metrics in a browser, or try:\n  \
          curl -s {base}/v1/collections/doctor/docs/17\n  \
          curl -s '{base}/v1/collections/doctor/docs?limit=3'\n  \
          curl -s '{base}/v1/collections/availability/docs?limit=3'\n  \
