@@ -63,6 +63,9 @@ pub struct LimitsConfig {
     /// Ingest requests being read or processed at once; more are answered 503, so that
     /// request bodies cannot pile up in memory.
     pub ingest_requests_max: usize,
+    /// Time an ingest request may take, body upload included; a client that sends its
+    /// body too slowly would otherwise hold one of `ingest_requests_max` forever.
+    pub ingest_request_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -77,6 +80,7 @@ impl Default for LimitsConfig {
             wait_ms_max: 60_000,
             rejected_kept_max: 100_000,
             ingest_requests_max: 64,
+            ingest_request_timeout_ms: 30_000,
         }
     }
 }

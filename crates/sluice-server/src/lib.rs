@@ -101,7 +101,17 @@ async fn limit_ingest(State(state): State<AppState>, request: Request, next: Nex
         )
         .into_response();
     };
-    next.run(request).await
+    let timeout_ms = state.engine.config().limits.ingest_request_timeout_ms;
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), next.run(request)).await {
+        Ok(response) => response,
+        // Events already handed to a writer still apply; a retry is harmless (field
+        // mode converges, document mode answers stale).
+        Err(_) => ApiError::new(
+            ErrorKind::RequestTimeout,
+            format!("the request took longer than {timeout_ms} ms (body upload included)"),
+        )
+        .into_response(),
+    }
 }
 
 fn body_format(headers: &HeaderMap) -> BodyFormat {

@@ -547,6 +547,29 @@ async fn overload_answers_503_with_retry_after() {
     held.abort();
 }
 
+#[tokio::test]
+async fn slow_uploads_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::from_toml(CONFIG).unwrap();
+    config.limits.ingest_request_timeout_ms = 50;
+    let engine = Engine::open(&config, dir.path()).unwrap();
+    let router = sluice_server::router(engine);
+    let (mut sender, body) = http_body_util::channel::Channel::<axum::body::Bytes>::new(1);
+    sender
+        .send_data(axum::body::Bytes::from_static(b"{"))
+        .await
+        .unwrap();
+    let response = router
+        .oneshot(Request::post(EVENTS).body(Body::new(body)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["error"]["code"], "request_timeout");
+    drop(sender);
+}
+
 #[test]
 fn refuses_public_addresses_without_auth() {
     let check = sluice_server::check_listen_address;
