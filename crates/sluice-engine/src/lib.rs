@@ -6,11 +6,13 @@
 //!
 //! It knows nothing about HTTP: the server and the CLI both drive it through [`Engine`].
 
+pub mod consumer;
 pub mod input;
 mod metrics;
 mod sync;
 mod writer;
 
+pub use consumer::{Consumer, ConsumerOptions, Lag, StartAt};
 pub use input::{BodyError, BodyFormat, Input};
 pub use sluice_store::Counters;
 
@@ -231,7 +233,7 @@ impl Engine {
         })
     }
 
-    fn shared(&self) -> &Shared {
+    pub(crate) fn shared(&self) -> &Shared {
         &self.inner.shared
     }
 
@@ -437,7 +439,11 @@ impl Engine {
         }
     }
 
-    fn read_changes(&self, after: &Cursor, limit: usize) -> Result<ChangesPage, EngineError> {
+    pub(crate) fn read_changes(
+        &self,
+        after: &Cursor,
+        limit: usize,
+    ) -> Result<ChangesPage, EngineError> {
         let shared = self.shared();
         let mut per_partition = Vec::with_capacity(shared.durable.len());
         for (partition, durable) in shared.durable.iter().enumerate() {

@@ -6,7 +6,7 @@
 //! | `docs`     | collection `\0` encoded key          | `sluice_core::codec` record    |
 //! | `changes`  | partition u16 BE, first offset u64 BE| a chunk of change record bodies |
 //! | `rejected` | collection `\0` seq u64 BE           | rejected event (JSON)          |
-//! | `meta`     | `partitions`, `stats\0coll\0` p u16  | u16 BE, counters (u64 LE each) |
+//! | `meta`     | `partitions`, `stats\0coll\0` p u16, `consumer\0name` | u16 BE, counters (u64 LE each), cursor |
 //!
 //! The change log is stored in chunks, one per committed batch and partition, so that a
 //! batch of thousands of events costs one entry of the LSM tree rather than thousands; a
@@ -118,6 +118,7 @@ pub struct Store {
 
 const META_PARTITIONS: &[u8] = b"partitions";
 const META_STATS: &[u8] = b"stats\0";
+const META_CONSUMER: &[u8] = b"consumer\0";
 
 impl Store {
     /// Opens (or creates) the store and pins the partition count on first use.
@@ -298,6 +299,11 @@ impl Store {
         Ok(out)
     }
 
+    /// A consumer's committed position (opaque to the store).
+    pub fn get_consumer(&self, name: &str) -> Result<Option<Bytes>> {
+        Ok(self.meta.get(consumer_key(name))?)
+    }
+
     /// Every stored counter: (collection, partition, counters).
     pub fn load_counters(&self) -> Result<Vec<(String, u16, Counters)>> {
         let mut out = Vec::new();
@@ -399,6 +405,13 @@ impl Batch<'_> {
             .remove(&self.store.rejected, rejected_key(collection, seq));
     }
 
+    /// Records a consumer's position, atomically with whatever else the batch holds
+    /// (a consumer's own output, for exactly-once effects inside the store).
+    pub fn put_consumer(&mut self, name: &str, position: &[u8]) {
+        self.inner
+            .insert(&self.store.meta, consumer_key(name), position);
+    }
+
     pub fn put_counters(&mut self, collection: &str, partition: u16, counters: &Counters) {
         let mut key = META_STATS.to_vec();
         key.extend_from_slice(collection.as_bytes());
@@ -420,6 +433,12 @@ impl Batch<'_> {
     pub fn commit(self) -> Result<()> {
         Ok(self.inner.commit()?)
     }
+}
+
+fn consumer_key(name: &str) -> Vec<u8> {
+    let mut key = META_CONSUMER.to_vec();
+    key.extend_from_slice(name.as_bytes());
+    key
 }
 
 fn collection_prefix(collection: &str) -> Vec<u8> {
