@@ -66,6 +66,10 @@ pub struct LimitsConfig {
     /// Time an ingest request may take, body upload included; a client that sends its
     /// body too slowly would otherwise hold one of `ingest_requests_max` forever.
     pub ingest_request_timeout_ms: u64,
+    /// Server-sent-event streams open at once; more are answered 503.
+    pub streams_max: usize,
+    /// Interval of the comment lines that keep an idle event stream open.
+    pub stream_heartbeat_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -81,6 +85,8 @@ impl Default for LimitsConfig {
             rejected_kept_max: 100_000,
             ingest_requests_max: 64,
             ingest_request_timeout_ms: 30_000,
+            streams_max: 256,
+            stream_heartbeat_ms: 15_000,
         }
     }
 }

@@ -229,9 +229,11 @@ impl Consumer {
                 seconds: 0.0,
             });
         }
-        let oldest = self
-            .engine
-            .read_changes(&self.committed, usize::from(self.engine.partitions()))?;
+        let oldest = self.engine.read_changes(
+            &self.committed,
+            usize::from(self.engine.partitions()),
+            None,
+        )?;
         let now_ms = crate::writer::now_ms();
         let oldest_ms = oldest
             .records

@@ -422,19 +422,36 @@ impl Engine {
         limit: usize,
         wait: Duration,
     ) -> Result<ChangesPage, EngineError> {
+        self.changes_of(after, limit, wait, None).await
+    }
+
+    /// [`Engine::changes`], keeping only the records of `collection` when given (the
+    /// cursor still moves past the others).
+    pub async fn changes_of(
+        &self,
+        mut after: Cursor,
+        limit: usize,
+        wait: Duration,
+        collection: Option<&str>,
+    ) -> Result<ChangesPage, EngineError> {
         let limit = limit.clamp(1, self.shared().config.limits.changes_limit_max);
         let deadline = Instant::now() + wait;
         let mut notified = self.shared().changes_notify.subscribe();
         loop {
             notified.borrow_and_update();
-            let page = self.read_changes(&after, limit)?;
+            let page = self.read_changes(&after, limit, collection)?;
             if !page.records.is_empty() || Instant::now() >= deadline {
                 return Ok(page);
+            }
+            if page.next != after {
+                // Only other collections' records: skip them and look again.
+                after = page.next;
+                continue;
             }
             match tokio::time::timeout_at(deadline, notified.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return Err(EngineError::Closed),
-                Err(_) => return self.read_changes(&after, limit),
+                Err(_) => return self.read_changes(&after, limit, collection),
             }
         }
     }
@@ -443,8 +460,13 @@ impl Engine {
         &self,
         after: &Cursor,
         limit: usize,
+        collection: Option<&str>,
     ) -> Result<ChangesPage, EngineError> {
         let shared = self.shared();
+        // Bodies start with their collection (`change::encode_body`), so a prefix test
+        // filters without parsing.
+        let prefix =
+            collection.map(|name| format!("{{\"collection\":{},", serde_json::Value::from(name)));
         let mut per_partition = Vec::with_capacity(shared.durable.len());
         for (partition, durable) in shared.durable.iter().enumerate() {
             let until = durable.load(Ordering::Acquire);
@@ -467,10 +489,16 @@ impl Engine {
                 if let Some((offset, body)) = iterator.next() {
                     debug_assert_eq!(offset, next.offset(partition), "change log has a gap");
                     next.set(partition, offset + 1);
+                    progressed = true;
+                    if prefix
+                        .as_ref()
+                        .is_some_and(|prefix| !body.starts_with(prefix.as_bytes()))
+                    {
+                        continue;
+                    }
                     let mut record = Vec::with_capacity(body.len() + 48);
                     sluice_core::change::with_cursor(&next.to_string(), &body, &mut record);
                     records.push(record);
-                    progressed = true;
                 }
             }
             if !progressed {

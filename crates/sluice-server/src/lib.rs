@@ -10,11 +10,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use sluice_core::{Key, Version};
+use sluice_core::{Cursor, Key, Version};
 use sluice_engine::{BodyFormat, Engine, Input, ItemResult, Status};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,10 @@ use tokio::sync::Semaphore;
 struct AppState {
     engine: Engine,
     ingest_permits: Arc<Semaphore>,
+    stream_permits: Arc<Semaphore>,
+    /// Turns true when the server shuts down: open event streams and long polls end,
+    /// so that a graceful shutdown does not wait for them.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Refuses a non-loopback address unless auth is explicitly waived: until access tokens
@@ -42,9 +47,25 @@ pub fn check_listen_address(address: SocketAddr, insecure_no_auth: bool) -> Resu
 }
 
 pub fn router(engine: Engine) -> Router {
+    // No sender: this router's streams stop only when their clients go (see `stopped`).
+    let (_, stopping) = tokio::sync::watch::channel(false);
+    build_router(engine, stopping)
+}
+
+/// Resolves when the server begins to shut down; never, for a router built without
+/// `serve`.
+async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
+    if stopping.wait_for(|stopping| *stopping).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn build_router(engine: Engine, stopping: tokio::sync::watch::Receiver<bool>) -> Router {
     let limits = engine.config().limits.clone();
     let state = AppState {
         ingest_permits: Arc::new(Semaphore::new(limits.ingest_requests_max.max(1))),
+        stream_permits: Arc::new(Semaphore::new(limits.streams_max.max(1))),
+        stopping,
         engine,
     };
     let ingest = Router::new()
@@ -63,6 +84,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/collections/{name}/rejected", get(list_rejected))
         .route("/v1/collections/{name}/stats", get(stats))
         .route("/v1/changes", get(changes))
+        .route("/v1/changes/stream", get(changes_stream))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .merge(ingest)
@@ -87,8 +109,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine))
-        .with_graceful_shutdown(shutdown)
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    axum::serve(listener, build_router(engine, stopping))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stop.send_replace(true);
+        })
         .await
 }
 
@@ -344,6 +370,17 @@ struct ChangesParams {
     after: Option<String>,
     limit: Option<usize>,
     wait_ms: Option<u64>,
+    /// Only this collection's records (the cursor still moves past the others).
+    collection: Option<String>,
+}
+
+/// Where a read of the change log starts: `after` is a cursor, `now`, or absent.
+fn start_cursor(engine: &Engine, after: Option<&str>, absent: Cursor) -> Result<Cursor, ApiError> {
+    Ok(match after {
+        None | Some("") => absent,
+        Some("now") => engine.head(),
+        Some(token) => engine.parse_cursor(token)?,
+    })
 }
 
 async fn changes(
@@ -352,22 +389,26 @@ async fn changes(
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
     let engine = &state.engine;
-    let after = match params.after.as_deref() {
-        None | Some("") => sluice_core::Cursor::start(usize::from(engine.partitions())),
-        Some("now") => engine.head(),
-        Some(token) => engine.parse_cursor(token)?,
-    };
+    if let Some(name) = &params.collection {
+        engine.collection(name)?;
+    }
+    let beginning = Cursor::start(usize::from(engine.partitions()));
+    let after = start_cursor(engine, params.after.as_deref(), beginning)?;
     let wait_ms = params
         .wait_ms
         .unwrap_or(0)
         .min(engine.config().limits.wait_ms_max);
-    let page = engine
-        .changes(
-            after,
-            params.limit.unwrap_or(PAGE_LIMIT_DEFAULT),
-            Duration::from_millis(wait_ms),
-        )
-        .await?;
+    let read = engine.changes_of(
+        after.clone(),
+        params.limit.unwrap_or(PAGE_LIMIT_DEFAULT),
+        Duration::from_millis(wait_ms),
+        params.collection.as_deref(),
+    );
+    // A long poll ends early, empty, when the server shuts down.
+    let page = tokio::select! {
+        page = read => page?,
+        () = stopped(state.stopping.clone()) => sluice_engine::ChangesPage { records: Vec::new(), next: after },
+    };
     let mut out = b"{\"changes\":[".to_vec();
     for (index, record) in page.records.iter().enumerate() {
         if index > 0 {
@@ -379,6 +420,101 @@ async fn changes(
     out.extend_from_slice(page.next.to_string().as_bytes());
     out.extend_from_slice(b"\"}");
     Ok(json_response(out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamParams {
+    /// A cursor, or `now`; absent means now. A `Last-Event-ID` header takes precedence.
+    after: Option<String>,
+    collection: Option<String>,
+}
+
+/// Records read per step of a stream, and how long a step waits for new ones.
+const STREAM_PAGE_RECORDS: usize = 256;
+const STREAM_WAIT: Duration = Duration::from_secs(30);
+
+struct StreamState {
+    engine: Engine,
+    cursor: Cursor,
+    collection: Option<String>,
+    pending: std::collections::VecDeque<Vec<u8>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// `GET /v1/changes/stream`: the change log as server-sent events, one `change` event per
+/// record with the record's cursor as its `id`, so a client that reconnects with
+/// `Last-Event-ID` resumes right after the last record it saw.
+async fn changes_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<StreamParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(params)?;
+    let engine = state.engine.clone();
+    if let Some(name) = &params.collection {
+        engine.collection(name)?;
+    }
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok());
+    let cursor = start_cursor(
+        &engine,
+        last_event_id.or(params.after.as_deref()),
+        engine.head(),
+    )?;
+    let Ok(permit) = Arc::clone(&state.stream_permits).try_acquire_owned() else {
+        return Err(ApiError::new(
+            ErrorKind::Overloaded,
+            "too many event streams open; retry shortly",
+        ));
+    };
+    let heartbeat = Duration::from_millis(engine.config().limits.stream_heartbeat_ms.max(1));
+    let start = StreamState {
+        engine,
+        cursor,
+        collection: params.collection,
+        pending: Default::default(),
+        stopping: state.stopping.clone(),
+        _permit: permit,
+    };
+    let events = futures_util::stream::unfold(start, |mut stream| async move {
+        loop {
+            if let Some(record) = stream.pending.pop_front() {
+                return Some((
+                    Ok::<_, std::convert::Infallible>(sse_event(&record)),
+                    stream,
+                ));
+            }
+            let read = stream.engine.changes_of(
+                stream.cursor.clone(),
+                STREAM_PAGE_RECORDS,
+                STREAM_WAIT,
+                stream.collection.as_deref(),
+            );
+            let page = tokio::select! {
+                page = read => page.ok()?,
+                () = stopped(stream.stopping.clone()) => return None,
+            };
+            stream.cursor = page.next;
+            stream.pending.extend(page.records);
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(heartbeat))
+        .into_response())
+}
+
+fn sse_event(record: &[u8]) -> SseEvent {
+    // Records are compact JSON (one line) that start with `{"cursor":"<digits and dots>"`.
+    let text = String::from_utf8_lossy(record);
+    let cursor = text
+        .strip_prefix("{\"cursor\":\"")
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    SseEvent::default().event("change").id(cursor).data(text)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -459,6 +459,12 @@ async fn change_log_pages_and_long_polls() {
             "{bad}"
         );
     }
+    let only = api.get("/v1/changes?collection=availability").await.json();
+    assert_eq!(only["changes"], json!([]));
+    assert_eq!(
+        only["next"], now["next"],
+        "the cursor moves past other collections"
+    );
     let answer = api.get("/v1/changes?wait=5").await;
     assert_eq!(answer.error_code(), "invalid_parameter");
 }
@@ -545,6 +551,123 @@ async fn overload_answers_503_with_retry_after() {
     assert_eq!(answer.headers()["retry-after"], "1");
     drop(sender);
     held.abort();
+}
+
+/// Reads a server-sent-event body until `count` events arrived (or `heartbeats` comment
+/// lines, when asked for); each event as (id, data).
+async fn read_sse(body: Body, count: usize, heartbeats: usize) -> (Vec<(String, Value)>, usize) {
+    let mut body = body;
+    let mut text = String::new();
+    let mut events = Vec::new();
+    let mut comments = 0;
+    while events.len() < count || comments < heartbeats {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+            .await
+            .expect("the stream went quiet")
+            .expect("the stream ended")
+            .unwrap();
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        text.push_str(std::str::from_utf8(&data).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let (mut id, mut payload) = (String::new(), None);
+            for line in block.lines() {
+                if line.starts_with(':') {
+                    comments += 1;
+                } else if let Some(value) = line.strip_prefix("id: ") {
+                    id = value.to_owned();
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    payload = Some(serde_json::from_str(value).unwrap());
+                }
+            }
+            if let Some(payload) = payload {
+                events.push((id, payload));
+            }
+        }
+    }
+    (events, comments)
+}
+
+#[tokio::test]
+async fn change_stream_sends_events_and_resumes_after_last_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::from_toml(CONFIG).unwrap();
+    config.limits.stream_heartbeat_ms = 20;
+    let engine = Engine::open(&config, dir.path()).unwrap();
+    let router = sluice_server::router(engine);
+    let open = |uri: String, last_event_id: Option<String>| {
+        let router = router.clone();
+        async move {
+            let mut request = Request::get(uri);
+            if let Some(id) = last_event_id {
+                request = request.header("last-event-id", id);
+            }
+            router
+                .oneshot(request.body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let post = |uri: &'static str, body: &'static str| {
+        let router = router.clone();
+        async move {
+            let request = Request::post(uri).header("content-type", "application/x-ndjson");
+            let response = router
+                .oneshot(request.body(Body::from(body)).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    };
+    // Opened before anything is written: it starts at the head and waits.
+    let live = open("/v1/changes/stream?collection=doctor".into(), None).await;
+    assert_eq!(live.status(), StatusCode::OK);
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    post(
+        "/v1/collections/availability/events",
+        "{\"location\": \"x\", \"slot\": 1}\n",
+    )
+    .await;
+    post(EVENTS, "{\"doctor_id\": 1, \"updated_at\": 1}\n{\"doctor_id\": 2, \"updated_at\": 1}\n{\"doctor_id\": 3, \"updated_at\": 1}\n").await;
+    let (events, heartbeats) = read_sse(live.into_body(), 3, 1).await;
+    assert!(heartbeats >= 1, "an idle stream sends heartbeats");
+    assert!(
+        events
+            .iter()
+            .all(|(id, data)| data["collection"] == "doctor" && data["cursor"] == id.as_str())
+    );
+    let mut keys: Vec<i64> = events
+        .iter()
+        .map(|(_, data)| data["key"].as_i64().unwrap())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, [1, 2, 3]);
+
+    // A client that saw the first event reconnects: it gets exactly the other two.
+    let resumed = open(
+        "/v1/changes/stream?collection=doctor&after=0.0.0".into(),
+        Some(events[0].0.clone()),
+    )
+    .await;
+    let (again, _) = read_sse(resumed.into_body(), 2, 0).await;
+    assert_eq!(
+        again.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        [events[1].0.clone(), events[2].0.clone()]
+    );
+
+    // From the beginning with `after`, other collections included.
+    let replay = open("/v1/changes/stream?after=0.0.0".into(), None).await;
+    let (all, _) = read_sse(replay.into_body(), 4, 0).await;
+    assert!(
+        all.iter()
+            .any(|(_, data)| data["collection"] == "availability")
+    );
+    let bad = open("/v1/changes/stream?collection=nurse".into(), None).await;
+    assert_eq!(bad.status(), StatusCode::NOT_FOUND);
+    let bad = open("/v1/changes/stream".into(), Some("x.y".into())).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
