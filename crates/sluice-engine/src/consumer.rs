@@ -65,6 +65,21 @@ pub struct Consumer {
 /// Consumer names are keys in the store: printable, short, no separators.
 const NAME_BYTES_MAX: usize = 128;
 
+/// Checks a consumer or subscription name: it is part of a store key.
+pub(crate) fn validate_name(name: &str) -> Result<(), EngineError> {
+    let valid = !name.is_empty()
+        && name.len() <= NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+    if valid {
+        return Ok(());
+    }
+    Err(EngineError::Invalid(format!(
+        "name {name:?} must be 1 to {NAME_BYTES_MAX} characters of a-z, A-Z, 0-9, '_', '-', '.', ':'"
+    )))
+}
+
 impl Engine {
     /// Opens the consumer `name`, at its committed position if it has one.
     pub fn consumer(
@@ -73,16 +88,7 @@ impl Engine {
         start: StartAt,
         options: ConsumerOptions,
     ) -> Result<Consumer, EngineError> {
-        let valid = !name.is_empty()
-            && name.len() <= NAME_BYTES_MAX
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
-        if !valid {
-            return Err(EngineError::Config(format!(
-                "consumer name {name:?} must be 1 to {NAME_BYTES_MAX} characters of a-z, A-Z, 0-9, '_', '-', '.', ':'"
-            )));
-        }
+        validate_name(name)?;
         let committed = match self.shared().store.get_consumer(name)? {
             Some(bytes) => {
                 let text =

@@ -9,12 +9,14 @@
 pub mod consumer;
 pub mod input;
 mod metrics;
+pub mod subscription;
 mod sync;
 mod writer;
 
 pub use consumer::{Consumer, ConsumerOptions, Lag, StartAt};
 pub use input::{BodyError, BodyFormat, Input};
 pub use sluice_store::Counters;
+pub use subscription::{SubscriptionInfo, SubscriptionSpec};
 
 use serde::Serialize;
 use sluice_core::event::{CollectionSpec, Limits};
@@ -51,6 +53,10 @@ pub enum EngineError {
     Cursor(#[from] CursorError),
     #[error("invalid config: {0}")]
     Config(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("unknown subscription {0:?}")]
+    UnknownSubscription(String),
 }
 
 impl EngineError {

@@ -18,6 +18,7 @@ pub enum ErrorKind {
     PayloadTooLarge,
     TooManyEvents,
     UnknownCollection,
+    UnknownSubscription,
     DocumentNotFound,
     InvalidKey,
     InvalidCursor,
@@ -44,6 +45,7 @@ impl ErrorKind {
             PayloadTooLarge => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
             TooManyEvents => ("too_many_events", StatusCode::PAYLOAD_TOO_LARGE),
             UnknownCollection => ("unknown_collection", StatusCode::NOT_FOUND),
+            UnknownSubscription => ("unknown_subscription", StatusCode::NOT_FOUND),
             DocumentNotFound => ("document_not_found", StatusCode::NOT_FOUND),
             InvalidKey => ("invalid_key", StatusCode::BAD_REQUEST),
             InvalidCursor => ("invalid_cursor", StatusCode::BAD_REQUEST),
@@ -72,6 +74,8 @@ impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
         let kind = match &error {
             EngineError::UnknownCollection(_) => ErrorKind::UnknownCollection,
+            EngineError::UnknownSubscription(_) => ErrorKind::UnknownSubscription,
+            EngineError::Invalid(_) => ErrorKind::InvalidParameter,
             EngineError::Overloaded { .. } => ErrorKind::Overloaded,
             EngineError::Poisoned => ErrorKind::StoreUnavailable,
             EngineError::Closed => ErrorKind::ShuttingDown,

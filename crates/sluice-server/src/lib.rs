@@ -85,6 +85,18 @@ fn build_router(engine: Engine, stopping: tokio::sync::watch::Receiver<bool>) ->
         .route("/v1/collections/{name}/stats", get(stats))
         .route("/v1/changes", get(changes))
         .route("/v1/changes/stream", get(changes_stream))
+        .route("/v1/subscriptions", get(list_subscriptions))
+        .route(
+            "/v1/subscriptions/{name}",
+            get(get_subscription)
+                .put(put_subscription)
+                .delete(delete_subscription),
+        )
+        .route("/v1/subscriptions/{name}/next", get(subscription_next))
+        .route(
+            "/v1/subscriptions/{name}/ack",
+            axum::routing::post(ack_subscription),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .merge(ingest)
@@ -409,17 +421,7 @@ async fn changes(
         page = read => page?,
         () = stopped(state.stopping.clone()) => sluice_engine::ChangesPage { records: Vec::new(), next: after },
     };
-    let mut out = b"{\"changes\":[".to_vec();
-    for (index, record) in page.records.iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(record);
-    }
-    out.extend_from_slice(b"],\"next\":\"");
-    out.extend_from_slice(page.next.to_string().as_bytes());
-    out.extend_from_slice(b"\"}");
-    Ok(json_response(out))
+    Ok(changes_response(&page))
 }
 
 #[derive(Deserialize)]
@@ -515,6 +517,135 @@ fn sse_event(record: &[u8]) -> SseEvent {
         .unwrap_or_default()
         .to_owned();
     SseEvent::default().event("change").id(cursor).data(text)
+}
+
+/// A JSON request body, with the error table's answer when it is not what was expected.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
+        let (line, column, message) = sluice_core::event::json_error_parts(&error);
+        let kind = if error.is_data() {
+            ErrorKind::InvalidBody
+        } else {
+            ErrorKind::MalformedJson
+        };
+        ApiError::new(kind, format!("at line {line}, column {column}: {message}"))
+    })
+}
+
+fn changes_response(page: &sluice_engine::ChangesPage) -> Response {
+    let mut out = b"{\"changes\":[".to_vec();
+    for (index, record) in page.records.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(record);
+    }
+    out.extend_from_slice(b"],\"next\":\"");
+    out.extend_from_slice(page.next.to_string().as_bytes());
+    out.extend_from_slice(b"\"}");
+    json_response(out)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionBody {
+    #[serde(flatten)]
+    spec: sluice_engine::SubscriptionSpec,
+    /// Where a new subscription starts: `beginning` (default) or `now`.
+    #[serde(default)]
+    start: Option<String>,
+}
+
+async fn put_subscription(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: SubscriptionBody = json_body(&body)?;
+    let start = match body.start.as_deref() {
+        None | Some("beginning") => sluice_engine::StartAt::Beginning,
+        Some("now") => sluice_engine::StartAt::Head,
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidParameter,
+                format!("start must be \"beginning\" or \"now\", not {other:?}"),
+            ));
+        }
+    };
+    Ok(Json(state.engine.put_subscription(&name, body.spec, start)?).into_response())
+}
+
+async fn get_subscription(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.engine.subscription(&name)?).into_response())
+}
+
+async fn list_subscriptions(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(serde_json::json!({"subscriptions": state.engine.subscriptions()?})).into_response())
+}
+
+async fn delete_subscription(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    if !state.engine.delete_subscription(&name)? {
+        return Err(ApiError::new(
+            ErrorKind::UnknownSubscription,
+            format!("no subscription {name:?}"),
+        ));
+    }
+    Ok(Json(serde_json::json!({"deleted": name})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NextParams {
+    max: Option<usize>,
+    wait_ms: Option<u64>,
+}
+
+async fn subscription_next(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    params: Result<Query<NextParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(params)?;
+    let engine = &state.engine;
+    let wait_ms = params
+        .wait_ms
+        .unwrap_or(0)
+        .min(engine.config().limits.wait_ms_max);
+    let read = engine.subscription_next(
+        &name,
+        params.max.unwrap_or(PAGE_LIMIT_DEFAULT),
+        Duration::from_millis(wait_ms),
+    );
+    let page = tokio::select! {
+        page = read => page?,
+        () = stopped(state.stopping.clone()) => {
+            let position = engine.parse_cursor(&engine.subscription(&name)?.position)?;
+            sluice_engine::ChangesPage { records: Vec::new(), next: position }
+        }
+    };
+    Ok(changes_response(&page))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    cursor: String,
+}
+
+async fn ack_subscription(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: AckBody = json_body(&body)?;
+    let cursor = state.engine.parse_cursor(&body.cursor)?;
+    Ok(Json(state.engine.ack_subscription(&name, &cursor)?).into_response())
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -671,6 +671,118 @@ async fn change_stream_sends_events_and_resumes_after_last_event_id() {
 }
 
 #[tokio::test]
+async fn subscriptions_deliver_until_acknowledged() {
+    let api = api();
+    let put = |body: &'static str| {
+        api.call(
+            "PUT",
+            "/v1/subscriptions/moves",
+            Some("application/json"),
+            body,
+        )
+    };
+    let created = put(r#"{"collection": "doctor", "changed_path": "/location"}"#).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+    assert_eq!(created.json()["lag_records"], json!(0));
+    api.ndjson(EVENTS, "{\"doctor_id\": 1, \"updated_at\": 1, \"location\": \"Mercy\"}\n{\"doctor_id\": 2, \"updated_at\": 1, \"name\": \"Ana\"}\n").await;
+    let next = api.get("/v1/subscriptions/moves/next?max=10").await.json();
+    assert_eq!(next["changes"].as_array().unwrap().len(), 1, "{next}");
+    assert_eq!(next["changes"][0]["key"], json!(1));
+    let again = api.get("/v1/subscriptions/moves/next").await.json();
+    assert_eq!(again, next, "not acknowledged: delivered again");
+    let body = format!("{{\"cursor\": \"{}\"}}", next["next"].as_str().unwrap());
+    let acked = api
+        .call(
+            "POST",
+            "/v1/subscriptions/moves/ack",
+            Some("application/json"),
+            body,
+        )
+        .await;
+    assert_eq!(acked.json()["position"], next["next"], "{}", acked.text);
+    let empty = api
+        .get("/v1/subscriptions/moves/next?wait_ms=10")
+        .await
+        .json();
+    assert_eq!(empty["changes"], json!([]));
+    let listed = api.get("/v1/subscriptions").await.json();
+    assert_eq!(listed["subscriptions"][0]["name"], "moves");
+    assert_eq!(listed["subscriptions"][0]["collection"], "doctor");
+
+    let check = |answer: Answer, status: StatusCode, code: &str| {
+        assert_eq!(
+            (answer.status, answer.error_code()),
+            (status, code.to_owned()),
+            "{}",
+            answer.text
+        );
+    };
+    check(
+        api.get("/v1/subscriptions/nope/next").await,
+        StatusCode::NOT_FOUND,
+        "unknown_subscription",
+    );
+    check(
+        put(r#"{"collection": "nurse"}"#).await,
+        StatusCode::NOT_FOUND,
+        "unknown_collection",
+    );
+    check(
+        put(r#"{"colection": "doctor"}"#).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_body",
+    );
+    check(
+        put(r#"{"start": "later"}"#).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+    );
+    check(put("{").await, StatusCode::BAD_REQUEST, "malformed_json");
+    check(
+        api.call(
+            "PUT",
+            "/v1/subscriptions/a%20b",
+            Some("application/json"),
+            "{}",
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+    );
+    check(
+        api.call(
+            "POST",
+            "/v1/subscriptions/moves/ack",
+            None,
+            r#"{"cursor": "9.9.9"}"#,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+    );
+    check(
+        api.call(
+            "POST",
+            "/v1/subscriptions/moves/ack",
+            None,
+            r#"{"cursor": "x"}"#,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_cursor",
+    );
+    assert_eq!(
+        api.delete("/v1/subscriptions/moves").await.status,
+        StatusCode::OK
+    );
+    check(
+        api.delete("/v1/subscriptions/moves").await,
+        StatusCode::NOT_FOUND,
+        "unknown_subscription",
+    );
+}
+
+#[tokio::test]
 async fn slow_uploads_time_out() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::from_toml(CONFIG).unwrap();

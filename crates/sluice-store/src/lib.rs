@@ -6,7 +6,7 @@
 //! | `docs`     | collection `\0` encoded key          | `sluice_core::codec` record    |
 //! | `changes`  | partition u16 BE, first offset u64 BE| a chunk of change record bodies |
 //! | `rejected` | collection `\0` seq u64 BE           | rejected event (JSON)          |
-//! | `meta`     | `partitions`, `stats\0coll\0` p u16, `consumer\0name` | u16 BE, counters (u64 LE each), cursor |
+//! | `meta`     | `partitions`, `stats\0coll\0` p u16, `consumer\0name`, `subscription\0name` | u16 BE, counters (u64 LE each), cursor, definition (JSON) |
 //!
 //! The change log is stored in chunks, one per committed batch and partition, so that a
 //! batch of thousands of events costs one entry of the LSM tree rather than thousands; a
@@ -119,6 +119,7 @@ pub struct Store {
 const META_PARTITIONS: &[u8] = b"partitions";
 const META_STATS: &[u8] = b"stats\0";
 const META_CONSUMER: &[u8] = b"consumer\0";
+const META_SUBSCRIPTION: &[u8] = b"subscription\0";
 
 impl Store {
     /// Opens (or creates) the store and pins the partition count on first use.
@@ -304,6 +305,26 @@ impl Store {
         Ok(self.meta.get(consumer_key(name))?)
     }
 
+    /// A subscription's definition (opaque to the store).
+    pub fn get_subscription(&self, name: &str) -> Result<Option<Bytes>> {
+        Ok(self.meta.get(prefixed(META_SUBSCRIPTION, name))?)
+    }
+
+    /// Every subscription: (name, definition), in name order.
+    pub fn subscriptions(&self) -> Result<Vec<(String, Bytes)>> {
+        let mut out = Vec::new();
+        for guard in self.meta.prefix(META_SUBSCRIPTION) {
+            let (key, value) = guard.into_inner()?;
+            let name = std::str::from_utf8(&key[META_SUBSCRIPTION.len()..]).map_err(|_| {
+                StoreError::Corrupt {
+                    what: "subscription name",
+                }
+            })?;
+            out.push((name.to_owned(), value));
+        }
+        Ok(out)
+    }
+
     /// Every stored counter: (collection, partition, counters).
     pub fn load_counters(&self) -> Result<Vec<(String, u16, Counters)>> {
         let mut out = Vec::new();
@@ -412,6 +433,23 @@ impl Batch<'_> {
             .insert(&self.store.meta, consumer_key(name), position);
     }
 
+    pub fn put_subscription(&mut self, name: &str, definition: &[u8]) {
+        self.inner.insert(
+            &self.store.meta,
+            prefixed(META_SUBSCRIPTION, name),
+            definition,
+        );
+    }
+
+    pub fn remove_subscription(&mut self, name: &str) {
+        self.inner
+            .remove(&self.store.meta, prefixed(META_SUBSCRIPTION, name));
+    }
+
+    pub fn remove_consumer(&mut self, name: &str) {
+        self.inner.remove(&self.store.meta, consumer_key(name));
+    }
+
     pub fn put_counters(&mut self, collection: &str, partition: u16, counters: &Counters) {
         let mut key = META_STATS.to_vec();
         key.extend_from_slice(collection.as_bytes());
@@ -436,7 +474,11 @@ impl Batch<'_> {
 }
 
 fn consumer_key(name: &str) -> Vec<u8> {
-    let mut key = META_CONSUMER.to_vec();
+    prefixed(META_CONSUMER, name)
+}
+
+fn prefixed(prefix: &[u8], name: &str) -> Vec<u8> {
+    let mut key = prefix.to_vec();
     key.extend_from_slice(name.as_bytes());
     key
 }
