@@ -89,6 +89,12 @@ enum Command {
         #[arg(long)]
         collection: String,
     },
+    /// Lists the subscriptions with their position and lag (from the data directory; with
+    /// a server running, use `curl /v1/subscriptions`).
+    Subscriptions {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Generates synthetic healthcare events as NDJSON.
     Gen {
         /// Which collection's events to write.
@@ -161,6 +167,7 @@ fn run(command: Command) -> Result<()> {
             key,
         } => get(&config, &collection, &key),
         Command::Export { config, collection } => export(&config, &collection),
+        Command::Subscriptions { config } => subscriptions(&config),
         Command::Gen {
             collection,
             count,
@@ -303,6 +310,31 @@ fn export(args: &ConfigArgs, collection: &str) -> Result<()> {
         }
     }
     out.flush()?;
+    Ok(())
+}
+
+fn subscriptions(args: &ConfigArgs) -> Result<()> {
+    let (config, data_dir) = load_config(args)?;
+    let engine = open_engine(&config, &data_dir)?;
+    let subscriptions = engine.subscriptions()?;
+    if subscriptions.is_empty() {
+        println!("no subscriptions");
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<16} {:<20} {:>12}  position",
+        "name", "collection", "changed_path", "lag_records"
+    );
+    for subscription in subscriptions {
+        println!(
+            "{:<24} {:<16} {:<20} {:>12}  {}",
+            subscription.name,
+            subscription.spec.collection.as_deref().unwrap_or("*"),
+            subscription.spec.changed_path.as_deref().unwrap_or("*"),
+            subscription.lag_records,
+            subscription.position
+        );
+    }
     Ok(())
 }
 

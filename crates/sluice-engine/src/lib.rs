@@ -598,6 +598,20 @@ impl Engine {
             out,
             "# HELP sluice_poisoned 1 when a failed commit stopped writes.\n# TYPE sluice_poisoned gauge\nsluice_poisoned {poisoned}"
         );
+        out.push_str("# HELP sluice_subscription_lag_records Change records between a subscription's acknowledged position and the head.\n");
+        out.push_str("# TYPE sluice_subscription_lag_records gauge\n");
+        match self.subscriptions() {
+            Ok(subscriptions) => {
+                for subscription in subscriptions {
+                    let _ = writeln!(
+                        out,
+                        "sluice_subscription_lag_records{{subscription=\"{}\"}} {}",
+                        subscription.name, subscription.lag_records
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(%error, "Could not read subscriptions for metrics."),
+        }
         let metrics = &shared.metrics;
         metrics.commit_seconds.render(
             &mut out,

@@ -707,6 +707,11 @@ async fn subscriptions_deliver_until_acknowledged() {
     assert_eq!(empty["changes"], json!([]));
     let listed = api.get("/v1/subscriptions").await.json();
     assert_eq!(listed["subscriptions"][0]["name"], "moves");
+    let metrics = api.get("/metrics").await.text;
+    assert!(
+        metrics.contains("sluice_subscription_lag_records{subscription=\"moves\"} 0"),
+        "{metrics}"
+    );
     assert_eq!(listed["subscriptions"][0]["collection"], "doctor");
 
     let check = |answer: Answer, status: StatusCode, code: &str| {
