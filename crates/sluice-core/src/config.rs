@@ -116,6 +116,13 @@ pub struct EngineConfig {
     /// In-memory tables (active and waiting for their flush) above which writers pause
     /// after a commit until the store's flushes catch up: the memory bound for writes.
     pub store_write_buffer_bytes_max: u64,
+    /// Change-log retention: a record is removed only once every consumer and
+    /// subscription has passed it, it is older than this, and at least
+    /// `changes_kept_min_records` newer records remain in its partition.
+    pub changes_kept_min_age_s: u64,
+    pub changes_kept_min_records: u64,
+    /// How often retention runs.
+    pub retention_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -130,6 +137,9 @@ impl Default for EngineConfig {
             store_memtable_bytes: 16 << 20,
             store_journal_bytes_max: 64 << 20,
             store_write_buffer_bytes_max: 96 << 20,
+            changes_kept_min_age_s: 7 * 24 * 3600,
+            changes_kept_min_records: 1_000_000,
+            retention_interval_ms: 60_000,
         }
     }
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 /// Where a consumer with no committed position starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartAt {
-    /// The oldest record kept.
+    /// The oldest record retention kept.
     Beginning,
     /// Only records written after the consumer is created.
     Head,
@@ -98,7 +98,7 @@ impl Engine {
                 self.parse_cursor(text)?
             }
             None => match start {
-                StartAt::Beginning => Cursor::start(usize::from(self.partitions())),
+                StartAt::Beginning => self.oldest(),
                 StartAt::Head => self.head(),
             },
         };

@@ -9,6 +9,7 @@
 pub mod consumer;
 pub mod input;
 mod metrics;
+mod retention;
 pub mod subscription;
 mod sync;
 mod writer;
@@ -51,6 +52,15 @@ pub enum EngineError {
     Codec(#[from] codec::CodecError),
     #[error(transparent)]
     Cursor(#[from] CursorError),
+    #[error(
+        "records from offset {offset} of partition {partition} on were removed by retention (the oldest kept is {oldest}): \
+         resync from the documents (GET /v1/collections/NAME/docs) and then follow the change log from `now`"
+    )]
+    CursorExpired {
+        partition: usize,
+        offset: u64,
+        oldest: u64,
+    },
     #[error("invalid config: {0}")]
     Config(String),
     #[error("{0}")]
@@ -121,6 +131,8 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     /// Per partition: records below this offset are durable and readable.
     pub durable: Vec<AtomicU64>,
+    /// Per partition: the oldest offset retention kept; older records are gone.
+    pub retained_from: Vec<AtomicU64>,
     /// Bumped whenever new change records become durable.
     pub changes_notify: watch::Sender<u64>,
     pub poisoned: AtomicBool,
@@ -130,10 +142,17 @@ struct Inner {
     shared: Arc<Shared>,
     senders: Vec<mpsc::Sender<Submission>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    retention: Mutex<Option<retention::RetentionThread>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        drop(
+            self.retention
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         // Closing the queues ends the writers once they drained them.
         self.senders.clear();
         let threads =
@@ -189,8 +208,10 @@ impl Engine {
             });
         }
         let mut next_offsets = Vec::with_capacity(usize::from(partitions));
+        let mut first_offsets = Vec::with_capacity(usize::from(partitions));
         for partition in 0..partitions {
             next_offsets.push(store.next_change_offset(partition)?);
+            first_offsets.push(AtomicU64::new(store.first_change_offset(partition)?));
         }
         let shared = Arc::new(Shared {
             config: config.clone(),
@@ -202,6 +223,7 @@ impl Engine {
                 .iter()
                 .map(|offset| AtomicU64::new(*offset))
                 .collect(),
+            retained_from: first_offsets,
             changes_notify: watch::channel(0).0,
             poisoned: AtomicBool::new(false),
         });
@@ -230,11 +252,19 @@ impl Engine {
             threads.push(thread);
         }
         tracing::info!(partitions, collections = config.collections.len(), data_dir = %data_dir.display(), "Engine open.");
+        let retention = retention::RetentionThread::start(
+            Arc::downgrade(&shared),
+            config.engine.retention_interval_ms,
+        )
+        .map_err(|error| {
+            EngineError::Config(format!("cannot start the retention thread: {error}"))
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
                 senders,
                 threads: Mutex::new(threads),
+                retention: Mutex::new(Some(retention)),
             }),
         })
     }
@@ -477,6 +507,14 @@ impl Engine {
         for (partition, durable) in shared.durable.iter().enumerate() {
             let until = durable.load(Ordering::Acquire);
             let from = after.offset(partition);
+            let oldest = shared.retained_from[partition].load(Ordering::Acquire);
+            if from < oldest {
+                return Err(EngineError::CursorExpired {
+                    partition,
+                    offset: from,
+                    oldest,
+                });
+            }
             per_partition.push(
                 shared
                     .store
@@ -493,7 +531,15 @@ impl Engine {
                     break 'fill;
                 }
                 if let Some((offset, body)) = iterator.next() {
-                    debug_assert_eq!(offset, next.offset(partition), "change log has a gap");
+                    if offset != next.offset(partition) {
+                        // Retention removed the records between: never skip silently.
+                        let oldest = shared.retained_from[partition].load(Ordering::Acquire);
+                        return Err(EngineError::CursorExpired {
+                            partition,
+                            offset: next.offset(partition),
+                            oldest,
+                        });
+                    }
                     next.set(partition, offset + 1);
                     progressed = true;
                     if prefix

@@ -56,7 +56,7 @@ impl Engine {
         let position = match self.subscription_position(name)? {
             Some(position) => position,
             None => match start {
-                StartAt::Beginning => Cursor::start(usize::from(self.partitions())),
+                StartAt::Beginning => self.oldest(),
                 StartAt::Head => self.head(),
             },
         };

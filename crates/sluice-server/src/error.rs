@@ -22,6 +22,7 @@ pub enum ErrorKind {
     DocumentNotFound,
     InvalidKey,
     InvalidCursor,
+    CursorExpired,
     InvalidParameter,
     RouteNotFound,
     MethodNotAllowed,
@@ -49,6 +50,7 @@ impl ErrorKind {
             DocumentNotFound => ("document_not_found", StatusCode::NOT_FOUND),
             InvalidKey => ("invalid_key", StatusCode::BAD_REQUEST),
             InvalidCursor => ("invalid_cursor", StatusCode::BAD_REQUEST),
+            CursorExpired => ("cursor_expired", StatusCode::GONE),
             InvalidParameter => ("invalid_parameter", StatusCode::BAD_REQUEST),
             RouteNotFound => ("route_not_found", StatusCode::NOT_FOUND),
             MethodNotAllowed => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
@@ -80,6 +82,7 @@ impl From<EngineError> for ApiError {
             EngineError::Poisoned => ErrorKind::StoreUnavailable,
             EngineError::Closed => ErrorKind::ShuttingDown,
             EngineError::Cursor(_) => ErrorKind::InvalidCursor,
+            EngineError::CursorExpired { .. } => ErrorKind::CursorExpired,
             EngineError::Store(_) | EngineError::Codec(_) | EngineError::Config(_) => {
                 tracing::error!(%error, "Internal error.");
                 ErrorKind::Internal

@@ -378,7 +378,7 @@ async fn stats(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChangesParams {
-    /// A cursor, or `now` for "only what comes next"; absent means the beginning.
+    /// A cursor, or `now` for "only what comes next"; absent means the oldest kept.
     after: Option<String>,
     limit: Option<usize>,
     wait_ms: Option<u64>,
@@ -404,8 +404,7 @@ async fn changes(
     if let Some(name) = &params.collection {
         engine.collection(name)?;
     }
-    let beginning = Cursor::start(usize::from(engine.partitions()));
-    let after = start_cursor(engine, params.after.as_deref(), beginning)?;
+    let after = start_cursor(engine, params.after.as_deref(), engine.oldest())?;
     let wait_ms = params
         .wait_ms
         .unwrap_or(0)

@@ -788,6 +788,38 @@ async fn subscriptions_deliver_until_acknowledged() {
 }
 
 #[tokio::test]
+async fn expired_cursors_answer_410_with_how_to_resync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::from_toml(CONFIG).unwrap();
+    config.engine.changes_kept_min_age_s = 0;
+    config.engine.changes_kept_min_records = 0;
+    let engine = Engine::open(&config, dir.path()).unwrap();
+    let api = Api {
+        router: sluice_server::router(engine.clone()),
+        engine,
+        _dir: dir,
+    };
+    api.ndjson(
+        EVENTS,
+        "{\"doctor_id\": 1, \"updated_at\": 1}\n{\"doctor_id\": 2, \"updated_at\": 1}\n",
+    )
+    .await;
+    assert_eq!(api.engine.enforce_retention().unwrap(), 2);
+    let answer = api.get("/v1/changes?after=0.0.0").await;
+    assert_eq!(
+        (answer.status, answer.error_code()),
+        (StatusCode::GONE, "cursor_expired".to_owned())
+    );
+    assert!(answer.error_message().contains("resync"), "{}", answer.text);
+    let oldest = api.get("/v1/changes").await.json();
+    assert_eq!(
+        oldest["changes"],
+        json!([]),
+        "without a cursor: from the oldest kept"
+    );
+}
+
+#[tokio::test]
 async fn slow_uploads_time_out() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::from_toml(CONFIG).unwrap();

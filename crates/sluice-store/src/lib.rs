@@ -228,6 +228,35 @@ impl Store {
         }
     }
 
+    /// The offset of the oldest change record `partition` still keeps (`next` when it
+    /// keeps none).
+    pub fn first_change_offset(&self, partition: u16) -> Result<u64> {
+        match self.changes.prefix(partition.to_be_bytes()).next() {
+            None => self.next_change_offset(partition),
+            Some(guard) => Ok(decode_change_key(&guard.key()?)?.1),
+        }
+    }
+
+    /// The oldest chunks of `partition`, in order, up to `limit`: (first offset, record
+    /// count, commit time of its newest record in ms since the epoch).
+    pub fn oldest_chunks(&self, partition: u16, limit: usize) -> Result<Vec<ChunkInfo>> {
+        let mut out = Vec::new();
+        for guard in self.changes.prefix(partition.to_be_bytes()).take(limit) {
+            let (key, chunk) = guard.into_inner()?;
+            let (_, first_offset) = decode_change_key(&key)?;
+            let newest_ts_ms = match ChunkIter::new(&chunk)?.last() {
+                Some(body) => body_ts_ms(body?),
+                None => 0,
+            };
+            out.push(ChunkInfo {
+                first_offset,
+                count: u64::from(chunk_count(&chunk)?),
+                newest_ts_ms,
+            });
+        }
+        Ok(out)
+    }
+
     /// Change records of `partition` with offsets in `from..until`, at most `limit`.
     pub fn read_changes(
         &self,
@@ -305,6 +334,21 @@ impl Store {
         Ok(self.meta.get(consumer_key(name))?)
     }
 
+    /// Every consumer's committed position: (name, position).
+    pub fn consumers(&self) -> Result<Vec<(String, Bytes)>> {
+        let mut out = Vec::new();
+        for guard in self.meta.prefix(META_CONSUMER) {
+            let (key, value) = guard.into_inner()?;
+            let name = std::str::from_utf8(&key[META_CONSUMER.len()..]).map_err(|_| {
+                StoreError::Corrupt {
+                    what: "consumer name",
+                }
+            })?;
+            out.push((name.to_owned(), value));
+        }
+        Ok(out)
+    }
+
     /// A subscription's definition (opaque to the store).
     pub fn get_subscription(&self, name: &str) -> Result<Option<Bytes>> {
         Ok(self.meta.get(prefixed(META_SUBSCRIPTION, name))?)
@@ -345,6 +389,34 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// What retention needs to know about a stored chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkInfo {
+    pub first_offset: u64,
+    pub count: u64,
+    pub newest_ts_ms: u64,
+}
+
+/// Bodies end with `,"ts_ms":<digits>}` (`sluice_core::change::encode_body`); 0 when not.
+fn body_ts_ms(body: &[u8]) -> u64 {
+    let Some(body) = body.strip_suffix(b"}") else {
+        return 0;
+    };
+    let digits = body
+        .iter()
+        .rev()
+        .take_while(|byte| byte.is_ascii_digit())
+        .count();
+    let (head, number) = body.split_at(body.len() - digits);
+    if !head.ends_with(b"\"ts_ms\":") {
+        return 0;
+    }
+    std::str::from_utf8(number)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Change records being gathered into one chunk: `count u32 | (len u32 | body)*`.
@@ -401,6 +473,12 @@ impl Batch<'_> {
     pub fn put_doc(&mut self, collection: &str, key: &[u8], record: Vec<u8>) {
         self.inner
             .insert(&self.store.docs, doc_key(collection, key), record);
+    }
+
+    /// Removes the chunk of `partition` that starts at `first_offset` (retention).
+    pub fn remove_chunk(&mut self, partition: u16, first_offset: u64) {
+        self.inner
+            .remove(&self.store.changes, change_key(partition, first_offset));
     }
 
     /// Appends a chunk of change records, the first at `first_offset`. The chunk's buffer

@@ -140,3 +140,49 @@ fn change_chunks_read_at_any_offset() {
     }
     assert!(store.read_changes(1, 0, 10, 10).unwrap().is_empty());
 }
+
+#[test]
+fn chunks_report_their_newest_time_and_can_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for (first, times) in [(0u64, [5u64, 7]), (2, [9, 11])] {
+        let mut chunk = ChangeChunk::default();
+        for ts in times {
+            chunk.push(|out| {
+                out.extend_from_slice(format!("{{\"a\":1,\"ts_ms\":{ts}}}").as_bytes())
+            });
+        }
+        let mut batch = store.batch();
+        batch.append_chunk(0, first, &chunk);
+        batch.commit().unwrap();
+    }
+    let chunks = store.oldest_chunks(0, 10).unwrap();
+    assert_eq!(
+        chunks,
+        vec![
+            ChunkInfo {
+                first_offset: 0,
+                count: 2,
+                newest_ts_ms: 7
+            },
+            ChunkInfo {
+                first_offset: 2,
+                count: 2,
+                newest_ts_ms: 11
+            },
+        ]
+    );
+    assert_eq!(store.first_change_offset(0).unwrap(), 0);
+    let mut batch = store.batch();
+    batch.remove_chunk(0, 0);
+    batch.commit().unwrap();
+    assert_eq!(store.first_change_offset(0).unwrap(), 2);
+    assert_eq!(store.next_change_offset(0).unwrap(), 4);
+    assert_eq!(
+        store.first_change_offset(1).unwrap(),
+        0,
+        "an empty partition starts at its next offset"
+    );
+    assert_eq!(body_ts_ms(b"{\"ts_ms\":42}"), 42);
+    assert_eq!(body_ts_ms(b"{\"x\":42}"), 0);
+}

@@ -1,0 +1,222 @@
+//! Change-log retention. A chunk of change records is removed once every consumer and
+//! subscription has passed it, its newest record is older than `changes_kept_min_age_s`,
+//! and at least `changes_kept_min_records` newer records remain in its partition. Readers
+//! asking for removed records get [`EngineError::CursorExpired`] (HTTP 410), never a
+//! silent gap.
+
+use crate::{Engine, EngineError, Shared};
+use sluice_core::Cursor;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Chunks examined per partition per pass; the next pass continues.
+const CHUNKS_PER_PASS_MAX: usize = 1_024;
+
+impl Engine {
+    /// The cursor of the oldest records still kept.
+    pub fn oldest(&self) -> Cursor {
+        Cursor::from_offsets(
+            self.shared()
+                .retained_from
+                .iter()
+                .map(|offset| offset.load(Ordering::Acquire))
+                .collect(),
+        )
+    }
+
+    /// Runs one retention pass now; returns how many records it removed.
+    pub fn enforce_retention(&self) -> Result<u64, EngineError> {
+        enforce(self.shared(), crate::writer::now_ms())
+    }
+}
+
+fn enforce(shared: &Shared, now_ms: u64) -> Result<u64, EngineError> {
+    let engine_config = &shared.config.engine;
+    let partitions = shared.durable.len();
+    // The lowest position any consumer still needs, per partition.
+    let mut needed: Vec<u64> = shared
+        .durable
+        .iter()
+        .map(|offset| offset.load(Ordering::Acquire))
+        .collect();
+    for (name, position) in shared.store.consumers()? {
+        let cursor = std::str::from_utf8(&position)
+            .ok()
+            .and_then(|text| Cursor::parse(text, partitions).ok())
+            .ok_or(sluice_store::StoreError::Corrupt {
+                what: "consumer cursor",
+            })?;
+        for (partition, offset) in cursor.offsets().iter().enumerate() {
+            if *offset < needed[partition] {
+                tracing::debug!(consumer = %name, partition, offset, "Retention waits for a consumer.");
+                needed[partition] = *offset;
+            }
+        }
+    }
+    let age_limit_ms =
+        now_ms.saturating_sub(engine_config.changes_kept_min_age_s.saturating_mul(1000));
+    let mut removed = 0;
+    for partition in 0..partitions {
+        let head = shared.durable[partition].load(Ordering::Acquire);
+        let keep_from =
+            needed[partition].min(head.saturating_sub(engine_config.changes_kept_min_records));
+        let mut batch = shared.store.batch();
+        let mut retained_from = None;
+        for chunk in shared
+            .store
+            .oldest_chunks(partition as u16, CHUNKS_PER_PASS_MAX)?
+        {
+            let end = chunk.first_offset + chunk.count;
+            if end > keep_from || chunk.newest_ts_ms > age_limit_ms {
+                break;
+            }
+            batch.remove_chunk(partition as u16, chunk.first_offset);
+            retained_from = Some(end);
+            removed += chunk.count;
+        }
+        if let Some(retained_from) = retained_from {
+            // Readers check this before reading, and check continuity after, so a read
+            // racing with the removal fails with CursorExpired rather than skip records.
+            shared.retained_from[partition].fetch_max(retained_from, Ordering::AcqRel);
+            batch.commit()?;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "Retention removed change records.");
+    }
+    Ok(removed)
+}
+
+/// The background pass; stops when the engine goes away.
+pub(crate) struct RetentionThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RetentionThread {
+    pub fn start(shared: Weak<Shared>, interval_ms: u64) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("sluice-retention".into())
+            .spawn(move || {
+                let interval = Duration::from_millis(interval_ms.max(100));
+                loop {
+                    std::thread::park_timeout(interval);
+                    if stopping.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
+                    if let Err(error) = enforce(&shared, crate::writer::now_ms()) {
+                        tracing::warn!(%error, "Retention pass failed; the next one retries.");
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for RetentionThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BodyFormat, StartAt, SubscriptionSpec};
+    use sluice_core::Config;
+
+    fn config(min_records: u64) -> Config {
+        let text = format!(
+            "[engine]\npartitions = 2\nchanges_kept_min_age_s = 0\nchanges_kept_min_records = {min_records}\n\
+             retention_interval_ms = 3600000\n[[collections]]\nname = \"doctor\"\nkey = [\"/id\"]\n"
+        );
+        Config::from_toml(&text).unwrap()
+    }
+
+    async fn post(engine: &Engine, ids: std::ops::Range<u32>) {
+        let lines: String = ids
+            .map(|id| format!("{{\"id\": {id}, \"n\": {id}}}\n"))
+            .collect();
+        let inputs = engine
+            .parse_body("doctor", lines.as_bytes(), BodyFormat::Ndjson)
+            .unwrap()
+            .unwrap();
+        engine.submit("doctor", inputs).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn removes_only_what_every_consumer_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Cursor::start(2);
+        {
+            let engine = Engine::open(&config(0), dir.path()).unwrap();
+            post(&engine, 0..10).await;
+            post(&engine, 10..20).await;
+            engine
+                .put_subscription("s", SubscriptionSpec::default(), StartAt::Beginning)
+                .unwrap();
+            assert_eq!(
+                engine.enforce_retention().unwrap(),
+                0,
+                "the subscription still needs everything"
+            );
+            let head = engine.head();
+            engine.ack_subscription("s", &head).unwrap();
+            assert_eq!(engine.enforce_retention().unwrap(), 20);
+            assert_eq!(engine.oldest(), head);
+            let expired = engine.changes(start.clone(), 10, Duration::ZERO).await;
+            assert!(
+                matches!(expired, Err(EngineError::CursorExpired { .. })),
+                "{expired:?}"
+            );
+            post(&engine, 20..25).await;
+            let page = engine
+                .changes(engine.oldest(), 100, Duration::ZERO)
+                .await
+                .unwrap();
+            assert_eq!(page.records.len(), 5);
+        }
+        // After a restart, the retained start is read back from the store.
+        let engine = Engine::open(&config(0), dir.path()).unwrap();
+        assert!(engine.oldest().offsets().iter().sum::<u64>() == 20);
+        assert!(matches!(
+            engine.changes(start, 10, Duration::ZERO).await,
+            Err(EngineError::CursorExpired { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn keeps_the_newest_records_and_young_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&config(1_000), dir.path()).unwrap();
+        post(&engine, 0..50).await;
+        assert_eq!(
+            engine.enforce_retention().unwrap(),
+            0,
+            "fewer records than changes_kept_min_records"
+        );
+        drop(engine);
+        let mut young = config(0);
+        young.engine.changes_kept_min_age_s = 3600;
+        let engine = Engine::open(&young, dir.path()).unwrap();
+        assert_eq!(
+            engine.enforce_retention().unwrap(),
+            0,
+            "records younger than the minimum age"
+        );
+    }
+}
