@@ -58,10 +58,9 @@ fn enforce(shared: &Shared, now_ms: u64) -> Result<u64, EngineError> {
     let age_limit_ms =
         now_ms.saturating_sub(engine_config.changes_kept_min_age_s.saturating_mul(1000));
     let mut removed = 0;
-    for partition in 0..partitions {
+    for (partition, needed) in needed.into_iter().enumerate() {
         let head = shared.durable[partition].load(Ordering::Acquire);
-        let keep_from =
-            needed[partition].min(head.saturating_sub(engine_config.changes_kept_min_records));
+        let keep_from = needed.min(head.saturating_sub(engine_config.changes_kept_min_records));
         let mut batch = shared.store.batch();
         let mut retained_from = None;
         for chunk in shared
