@@ -32,4 +32,5 @@ for _ in $(seq 1 100); do curl -sf http://127.0.0.1:7077/healthz > /dev/null && 
 target/release/sluice-load --addr 127.0.0.1:7077 --mode batch --batch-events 1000 --connections 4 --duration-s 10
 target/release/sluice-load --addr 127.0.0.1:7077 --mode batch --batch-events 1000 --connections 8 --duration-s 10
 target/release/sluice-load --addr 127.0.0.1:7077 --mode single --rate 2000 --connections 16 --duration-s 10
+target/release/sluice-load --addr 127.0.0.1:7077 --mode freshness --rate 5000 --connections 32 --duration-s 10
 curl -s http://127.0.0.1:7077/metrics | grep -E "^sluice_(commit|sync)_seconds_(sum|count)|^sluice_batch_events_(sum|count)"

@@ -5,6 +5,9 @@
 //! - `--mode single`: open loop at a fixed request rate, one event per POST; latency is
 //!   measured from each request's *scheduled* time, so a stalled server cannot hide its
 //!   queueing delay (no coordinated omission).
+//! - `--mode freshness`: the single-event load, plus a client on the change stream
+//!   (server-sent events); reports the time from each event's scheduled POST to its
+//!   arrival on the stream.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -46,7 +49,8 @@ async fn main() -> Result<()> {
     match args.mode.as_str() {
         "batch" => batch(args).await,
         "single" => single(args).await,
-        other => bail!("unknown mode {other:?}: use batch or single"),
+        "freshness" => freshness(args).await,
+        other => bail!("unknown mode {other:?}: use batch, single or freshness"),
     }
 }
 
@@ -216,6 +220,129 @@ async fn single(args: Args) -> Result<()> {
         "RESULT sluice-http-single requests={} wall_s={seconds:.2} req_per_s={:.0} target_rate={} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} connections={}",
         latencies.len(),
         latencies.len() as f64 / seconds,
+        args.rate,
+        percentile(0.50),
+        percentile(0.90),
+        percentile(0.99),
+        percentile(1.0),
+        args.connections
+    );
+    Ok(())
+}
+
+/// Reads a chunked server-sent-event body and reports, per change, the delay since the
+/// `sent_us` its document carries.
+async fn follow_stream(
+    addr: String,
+    collection: String,
+    started: Instant,
+    expected: u64,
+) -> Result<Vec<u64>> {
+    let stream = TcpStream::connect(&addr).await?;
+    stream.set_nodelay(true)?;
+    let mut stream = BufReader::new(stream);
+    stream
+        .get_mut()
+        .write_all(
+            format!(
+                "GET /v1/changes/stream?collection={collection} HTTP/1.1\r\nHost: sluice\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        stream.read_line(&mut line).await?;
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut text = String::new();
+    let mut delays_us = Vec::with_capacity(expected as usize);
+    let mut chunk = Vec::new();
+    while (delays_us.len() as u64) < expected {
+        line.clear();
+        stream.read_line(&mut line).await?;
+        let size = usize::from_str_radix(line.trim(), 16).context("chunk size")?;
+        chunk.resize(size + 2, 0);
+        stream.read_exact(&mut chunk).await?;
+        text.push_str(std::str::from_utf8(&chunk[..size])?);
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let Some(data) = block.lines().find_map(|line| line.strip_prefix("data: ")) else {
+                continue;
+            };
+            // `"sent_us":<digits>` inside the document.
+            let Some(position) = data.find("\"sent_us\":") else {
+                continue;
+            };
+            let digits: String = data[position + 10..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            let sent_us: u64 = digits.parse().context("sent_us")?;
+            let now_us = started.elapsed().as_micros() as u64;
+            delays_us.push(now_us.saturating_sub(sent_us));
+        }
+    }
+    Ok(delays_us)
+}
+
+async fn freshness(args: Args) -> Result<()> {
+    let path = format!("/v1/collections/{}/events", args.collection);
+    let total = args.rate * args.duration_s;
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let origin = Instant::now();
+    let started = origin + Duration::from_millis(300);
+    let follower = tokio::spawn(follow_stream(
+        args.addr.clone(),
+        args.collection.clone(),
+        origin,
+        total,
+    ));
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let (args, path, next) = (args.clone(), path.clone(), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let mut connection = Connection::open(&args.addr).await?;
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= total {
+                    return anyhow::Ok(());
+                }
+                let scheduled = started + interval * index as u32;
+                tokio::time::sleep_until(scheduled.into()).await;
+                // The scheduled time, so that a stalled client or server shows as delay.
+                let sent_us = (scheduled - origin).as_micros() as u64;
+                let version = VERSION.fetch_add(1, Ordering::Relaxed);
+                let body = format!(
+                    "{{\"doctor_id\":{},\"updated_at\":{version},\"sent_us\":{sent_us}}}",
+                    version % args.keys
+                );
+                let status = connection.post(&path, &body, "application/json").await?;
+                if status != 200 {
+                    bail!(
+                        "status {status}: {}",
+                        String::from_utf8_lossy(&connection.body)
+                    );
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let mut delays = tokio::time::timeout(Duration::from_secs(30), follower)
+        .await
+        .context("stream stalled")???;
+    delays.sort_unstable();
+    let percentile =
+        |p: f64| delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)] as f64 / 1000.0;
+    println!(
+        "RESULT sluice-freshness events={} rate={} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} connections={}",
+        delays.len(),
         args.rate,
         percentile(0.50),
         percentile(0.90),
