@@ -213,18 +213,12 @@ async fn single(args: Args) -> Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let percentile = |p: f64| {
-        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)] as f64 / 1000.0
-    };
     println!(
-        "RESULT sluice-http-single requests={} wall_s={seconds:.2} req_per_s={:.0} target_rate={} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} connections={}",
+        "RESULT sluice-http-single requests={} wall_s={seconds:.2} req_per_s={:.0} target_rate={} {} connections={}",
         latencies.len(),
         latencies.len() as f64 / seconds,
         args.rate,
-        percentile(0.50),
-        percentile(0.90),
-        percentile(0.99),
-        percentile(1.0),
+        percentiles_ms(&latencies),
         args.connections
     );
     Ok(())
@@ -338,17 +332,27 @@ async fn freshness(args: Args) -> Result<()> {
         .await
         .context("stream stalled")???;
     delays.sort_unstable();
-    let percentile =
-        |p: f64| delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)] as f64 / 1000.0;
     println!(
-        "RESULT sluice-freshness events={} rate={} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} connections={}",
+        "RESULT sluice-freshness events={} rate={} {} connections={}",
         delays.len(),
         args.rate,
-        percentile(0.50),
-        percentile(0.90),
-        percentile(0.99),
-        percentile(1.0),
+        percentiles_ms(&delays),
         args.connections
     );
     Ok(())
+}
+
+/// `p50_ms=… p90_ms=… p99_ms=… max_ms=…` of sorted microsecond samples.
+fn percentiles_ms(sorted_us: &[u64]) -> String {
+    let at = |p: f64| match sorted_us.len() {
+        0 => 0.0,
+        len => sorted_us[((len as f64 * p) as usize).min(len - 1)] as f64 / 1000.0,
+    };
+    format!(
+        "p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        at(0.50),
+        at(0.90),
+        at(0.99),
+        at(1.0)
+    )
 }

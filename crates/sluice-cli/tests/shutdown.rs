@@ -1,10 +1,13 @@
 //! SIGTERM stops the server promptly and cleanly, even with an event stream and a long
 //! poll open (a graceful shutdown must not wait for clients that never leave).
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
+use support::start_server;
 
 const CONFIG: &str = "[[collections]]\nname = \"doctor\"\nkey = [\"/doctor_id\"]\n";
 
@@ -23,25 +26,7 @@ fn sigterm_ends_streams_and_long_polls() {
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
     let config = dir.path().join("sluice.toml");
     std::fs::write(&config, CONFIG).unwrap_or_else(|error| panic!("{error}"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|error| panic!("spawn: {error}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap_or_else(|error| panic!("{error}"));
-    let address = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(line.contains("listening on"), "{line}");
+    let (mut child, address) = start_server(&config);
 
     let mut stream = get(&address, "/v1/changes/stream");
     let mut head = [0u8; 12];

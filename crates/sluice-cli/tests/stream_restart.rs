@@ -2,37 +2,15 @@
 //! killed and restarted, and the client resumes with `Last-Event-ID`: it sees every
 //! record exactly once, in per-partition order, across the restart.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::start_server;
 
 const CONFIG: &str =
     "[engine]\npartitions = 2\n[[collections]]\nname = \"doctor\"\nkey = [\"/doctor_id\"]\n";
-
-fn start(config: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|error| panic!("spawn: {error}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap_or_else(|error| panic!("{error}"));
-    assert!(line.contains("listening on"), "{line}");
-    let address = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    (child, address)
-}
 
 fn post(address: &str, first: u32, count: u32) {
     let body: String = (first..first + count)
@@ -134,7 +112,7 @@ fn sse_client_resumes_across_a_restart() {
     let config = dir.path().join("sluice.toml");
     std::fs::write(&config, CONFIG).unwrap_or_else(|error| panic!("{error}"));
 
-    let (mut server, address) = start(&config);
+    let (mut server, address) = start_server(&config);
     let mut events = EventStream::open(&address, None);
     post(&address, 0, 40);
     let mut seen: Vec<(String, u64)> = (0..25).map(|_| events.next()).collect();
@@ -142,7 +120,7 @@ fn sse_client_resumes_across_a_restart() {
     server.kill().unwrap_or_else(|error| panic!("{error}"));
     server.wait().unwrap_or_else(|error| panic!("{error}"));
 
-    let (mut server, address) = start(&config);
+    let (mut server, address) = start_server(&config);
     let last = seen.last().map(|(id, _)| id.clone()).unwrap_or_default();
     let mut events = EventStream::open(&address, Some(&last));
     post(&address, 40, 20);

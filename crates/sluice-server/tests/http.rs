@@ -62,13 +62,30 @@ impl Answer {
 }
 
 fn api() -> Api {
+    api_with(|_| {})
+}
+
+/// An API over the test config, changed by `configure`.
+fn api_with(configure: impl FnOnce(&mut Config)) -> Api {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(&Config::from_toml(CONFIG).unwrap(), dir.path()).unwrap();
+    let mut config = Config::from_toml(CONFIG).unwrap();
+    configure(&mut config);
+    let engine = Engine::open(&config, dir.path()).unwrap();
     Api {
         router: sluice_server::router(engine.clone()),
         engine,
         _dir: dir,
     }
+}
+
+/// A request body that sends `{` and then never finishes (while the sender lives).
+async fn unfinished_body() -> (http_body_util::channel::Sender<axum::body::Bytes>, Body) {
+    let (mut sender, body) = http_body_util::channel::Channel::<axum::body::Bytes>::new(1);
+    sender
+        .send_data(axum::body::Bytes::from_static(b"{"))
+        .await
+        .unwrap();
+    (sender, Body::new(body))
 }
 
 impl Api {
@@ -520,21 +537,14 @@ async fn operations_endpoints() {
 
 #[tokio::test]
 async fn overload_answers_503_with_retry_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::from_toml(CONFIG).unwrap();
-    config.limits.ingest_requests_max = 1;
-    let engine = Engine::open(&config, dir.path()).unwrap();
-    let router = sluice_server::router(engine);
+    let api = api_with(|config| config.limits.ingest_requests_max = 1);
+    let router = api.router.clone();
     // Hold the only ingest permit with a request whose body never finishes.
-    let (mut sender, body) = http_body_util::channel::Channel::<axum::body::Bytes>::new(1);
-    sender
-        .send_data(axum::body::Bytes::from_static(b"{"))
-        .await
-        .unwrap();
+    let (sender, body) = unfinished_body().await;
     let held = tokio::spawn(
         router
             .clone()
-            .oneshot(Request::post(EVENTS).body(Body::new(body)).unwrap()),
+            .oneshot(Request::post(EVENTS).body(body).unwrap()),
     );
     // On this current-thread runtime, yielding lets the held request run until it waits
     // for the rest of its body, holding the permit.
@@ -592,11 +602,8 @@ async fn read_sse(body: Body, count: usize, heartbeats: usize) -> (Vec<(String, 
 
 #[tokio::test]
 async fn change_stream_sends_events_and_resumes_after_last_event_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::from_toml(CONFIG).unwrap();
-    config.limits.stream_heartbeat_ms = 20;
-    let engine = Engine::open(&config, dir.path()).unwrap();
-    let router = sluice_server::router(engine);
+    let api = api_with(|config| config.limits.stream_heartbeat_ms = 20);
+    let router = api.router.clone();
     let open = |uri: String, last_event_id: Option<String>| {
         let router = router.clone();
         async move {
@@ -789,16 +796,10 @@ async fn subscriptions_deliver_until_acknowledged() {
 
 #[tokio::test]
 async fn expired_cursors_answer_410_with_how_to_resync() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::from_toml(CONFIG).unwrap();
-    config.engine.changes_kept_min_age_s = 0;
-    config.engine.changes_kept_min_records = 0;
-    let engine = Engine::open(&config, dir.path()).unwrap();
-    let api = Api {
-        router: sluice_server::router(engine.clone()),
-        engine,
-        _dir: dir,
-    };
+    let api = api_with(|config| {
+        config.engine.changes_kept_min_age_s = 0;
+        config.engine.changes_kept_min_records = 0;
+    });
     api.ndjson(
         EVENTS,
         "{\"doctor_id\": 1, \"updated_at\": 1}\n{\"doctor_id\": 2, \"updated_at\": 1}\n",
@@ -821,18 +822,12 @@ async fn expired_cursors_answer_410_with_how_to_resync() {
 
 #[tokio::test]
 async fn slow_uploads_time_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::from_toml(CONFIG).unwrap();
-    config.limits.ingest_request_timeout_ms = 50;
-    let engine = Engine::open(&config, dir.path()).unwrap();
-    let router = sluice_server::router(engine);
-    let (mut sender, body) = http_body_util::channel::Channel::<axum::body::Bytes>::new(1);
-    sender
-        .send_data(axum::body::Bytes::from_static(b"{"))
-        .await
-        .unwrap();
-    let response = router
-        .oneshot(Request::post(EVENTS).body(Body::new(body)).unwrap())
+    let api = api_with(|config| config.limits.ingest_request_timeout_ms = 50);
+    let (sender, body) = unfinished_body().await;
+    let response = api
+        .router
+        .clone()
+        .oneshot(Request::post(EVENTS).body(body).unwrap())
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
