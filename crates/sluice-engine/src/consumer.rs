@@ -80,7 +80,50 @@ pub(crate) fn validate_name(name: &str) -> Result<(), EngineError> {
     )))
 }
 
+/// A stored consumer position back as a cursor; anything else is a corrupt store.
+pub(crate) fn decode_position(bytes: &[u8], partitions: usize) -> Result<Cursor, EngineError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| Cursor::parse(text, partitions).ok())
+        .ok_or(EngineError::Store(sluice_store::StoreError::Corrupt {
+            what: "consumer position",
+        }))
+}
+
 impl Engine {
+    /// The committed position of consumer `name`, if it has one.
+    pub(crate) fn stored_position(&self, name: &str) -> Result<Option<Cursor>, EngineError> {
+        let partitions = usize::from(self.partitions());
+        self.shared()
+            .store
+            .get_consumer(name)?
+            .map(|bytes| decode_position(&bytes, partitions))
+            .transpose()
+    }
+
+    /// Change records (of all collections) between `position` and the durable head.
+    pub(crate) fn records_behind(&self, position: &Cursor) -> u64 {
+        self.head()
+            .offsets()
+            .iter()
+            .zip(position.offsets())
+            .map(|(head, position)| head.saturating_sub(*position))
+            .sum()
+    }
+
+    /// Commits a batch of metadata (and a consumer's output) durably.
+    pub(crate) fn commit_meta(&self, batch: Batch<'_>) -> Result<(), EngineError> {
+        let shared = self.shared();
+        if shared.poisoned.load(Ordering::Acquire) {
+            return Err(EngineError::Poisoned);
+        }
+        batch.commit()?;
+        shared
+            .sync
+            .sync(&shared.store, &shared.metrics.sync_seconds)?;
+        Ok(())
+    }
+
     /// Opens the consumer `name`, at its committed position if it has one.
     pub fn consumer(
         &self,
@@ -89,14 +132,8 @@ impl Engine {
         options: ConsumerOptions,
     ) -> Result<Consumer, EngineError> {
         validate_name(name)?;
-        let committed = match self.shared().store.get_consumer(name)? {
-            Some(bytes) => {
-                let text =
-                    std::str::from_utf8(&bytes).map_err(|_| sluice_store::StoreError::Corrupt {
-                        what: "consumer cursor",
-                    })?;
-                self.parse_cursor(text)?
-            }
+        let committed = match self.stored_position(name)? {
+            Some(position) => position,
             None => match start {
                 StartAt::Beginning => self.oldest(),
                 StartAt::Head => self.head(),
@@ -196,17 +233,10 @@ impl Consumer {
         through: &Cursor,
         write: impl FnOnce(&mut Batch<'_>),
     ) -> Result<(), EngineError> {
-        let shared = self.engine.shared();
-        if shared.poisoned.load(Ordering::Acquire) {
-            return Err(EngineError::Poisoned);
-        }
-        let mut batch = shared.store.batch();
+        let mut batch = self.engine.shared().store.batch();
         write(&mut batch);
         batch.put_consumer(&self.name, through.to_string().as_bytes());
-        batch.commit()?;
-        shared
-            .sync
-            .sync(&shared.store, &shared.metrics.sync_seconds)?;
+        self.engine.commit_meta(batch)?;
         self.committed = through.clone();
         Ok(())
     }
@@ -222,13 +252,7 @@ impl Consumer {
 
     /// How far the committed position is behind what is durable.
     pub fn lag(&self) -> Result<Lag, EngineError> {
-        let head = self.engine.head();
-        let records = head
-            .offsets()
-            .iter()
-            .zip(self.committed.offsets())
-            .map(|(head, committed)| head.saturating_sub(*committed))
-            .sum();
+        let records = self.engine.records_behind(&self.committed);
         if records == 0 {
             return Ok(Lag {
                 records,
@@ -258,7 +282,6 @@ impl Consumer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::BodyFormat;
     use sluice_core::Config;
 
     fn config() -> Config {
@@ -270,11 +293,7 @@ mod tests {
         let lines: String = ids
             .map(|id| format!("{{\"id\": {id}, \"v\": {version}}}\n"))
             .collect();
-        let inputs = engine
-            .parse_body("doctor", lines.as_bytes(), BodyFormat::Ndjson)
-            .unwrap()
-            .unwrap();
-        engine.submit("doctor", inputs).await.unwrap();
+        crate::test_support::submit_ndjson(engine, "doctor", &lines).await;
     }
 
     const OPTIONS: ConsumerOptions = ConsumerOptions {

@@ -721,3 +721,18 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests;
+
+/// Shared by the engine's test modules.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::{BodyFormat, Engine, ItemResult};
+
+    /// Parses `ndjson` for `collection` and submits it, durably.
+    pub async fn submit_ndjson(engine: &Engine, collection: &str, ndjson: &str) -> Vec<ItemResult> {
+        let inputs = engine
+            .parse_body(collection, ndjson.as_bytes(), BodyFormat::Ndjson)
+            .unwrap()
+            .unwrap();
+        engine.submit(collection, inputs).await.unwrap()
+    }
+}

@@ -42,12 +42,7 @@ fn enforce(shared: &Shared, now_ms: u64) -> Result<u64, EngineError> {
         .map(|offset| offset.load(Ordering::Acquire))
         .collect();
     for (name, position) in shared.store.consumers()? {
-        let cursor = std::str::from_utf8(&position)
-            .ok()
-            .and_then(|text| Cursor::parse(text, partitions).ok())
-            .ok_or(sluice_store::StoreError::Corrupt {
-                what: "consumer cursor",
-            })?;
+        let cursor = crate::consumer::decode_position(&position, partitions)?;
         for (partition, offset) in cursor.offsets().iter().enumerate() {
             if *offset < needed[partition] {
                 tracing::debug!(consumer = %name, partition, offset, "Retention waits for a consumer.");
@@ -135,7 +130,7 @@ impl Drop for RetentionThread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{BodyFormat, StartAt, SubscriptionSpec};
+    use crate::{StartAt, SubscriptionSpec};
     use sluice_core::Config;
 
     fn config(min_records: u64) -> Config {
@@ -150,11 +145,7 @@ mod tests {
         let lines: String = ids
             .map(|id| format!("{{\"id\": {id}, \"n\": {id}}}\n"))
             .collect();
-        let inputs = engine
-            .parse_body("doctor", lines.as_bytes(), BodyFormat::Ndjson)
-            .unwrap()
-            .unwrap();
-        engine.submit("doctor", inputs).await.unwrap();
+        crate::test_support::submit_ndjson(engine, "doctor", &lines).await;
     }
 
     #[tokio::test]

@@ -160,45 +160,17 @@ impl Engine {
     }
 
     fn subscription_position(&self, name: &str) -> Result<Option<Cursor>, EngineError> {
-        match self.shared().store.get_consumer(&consumer_name(name))? {
-            None => Ok(None),
-            Some(bytes) => {
-                let text =
-                    std::str::from_utf8(&bytes).map_err(|_| sluice_store::StoreError::Corrupt {
-                        what: "subscription cursor",
-                    })?;
-                Ok(Some(self.parse_cursor(text)?))
-            }
-        }
+        self.stored_position(&consumer_name(name))
     }
 
     fn info(&self, name: &str, spec: SubscriptionSpec, position: Cursor) -> SubscriptionInfo {
-        let lag_records = self
-            .head()
-            .offsets()
-            .iter()
-            .zip(position.offsets())
-            .map(|(head, position)| head.saturating_sub(*position))
-            .sum();
+        let lag_records = self.records_behind(&position);
         SubscriptionInfo {
             name: name.to_owned(),
             spec,
             position: position.to_string(),
             lag_records,
         }
-    }
-
-    /// Commits a metadata-only batch durably.
-    pub(crate) fn commit_meta(&self, batch: sluice_store::Batch<'_>) -> Result<(), EngineError> {
-        let shared = self.shared();
-        if shared.poisoned.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(EngineError::Poisoned);
-        }
-        batch.commit()?;
-        shared
-            .sync
-            .sync(&shared.store, &shared.metrics.sync_seconds)?;
-        Ok(())
     }
 }
 
@@ -244,7 +216,6 @@ fn changed_matches(record: &[u8], path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::BodyFormat;
     use sluice_core::Config;
 
     fn config() -> Config {
@@ -256,11 +227,7 @@ mod tests {
     }
 
     async fn post(engine: &Engine, collection: &str, lines: &str) {
-        let inputs = engine
-            .parse_body(collection, lines.as_bytes(), BodyFormat::Ndjson)
-            .unwrap()
-            .unwrap();
-        engine.submit(collection, inputs).await.unwrap();
+        crate::test_support::submit_ndjson(engine, collection, lines).await;
     }
 
     #[test]

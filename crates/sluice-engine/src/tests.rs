@@ -18,14 +18,8 @@ ordering = "{ordering}"
 }
 
 async fn post(engine: &Engine, ndjson: &str) -> Vec<Status> {
-    let inputs = engine
-        .parse_body("doctor", ndjson.as_bytes(), BodyFormat::Ndjson)
-        .unwrap()
-        .unwrap();
-    engine
-        .submit("doctor", inputs)
+    crate::test_support::submit_ndjson(engine, "doctor", ndjson)
         .await
-        .unwrap()
         .into_iter()
         .map(|result| result.status)
         .collect()

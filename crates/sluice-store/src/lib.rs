@@ -336,17 +336,7 @@ impl Store {
 
     /// Every consumer's committed position: (name, position).
     pub fn consumers(&self) -> Result<Vec<(String, Bytes)>> {
-        let mut out = Vec::new();
-        for guard in self.meta.prefix(META_CONSUMER) {
-            let (key, value) = guard.into_inner()?;
-            let name = std::str::from_utf8(&key[META_CONSUMER.len()..]).map_err(|_| {
-                StoreError::Corrupt {
-                    what: "consumer name",
-                }
-            })?;
-            out.push((name.to_owned(), value));
-        }
-        Ok(out)
+        self.named_entries(META_CONSUMER, "consumer name")
     }
 
     /// A subscription's definition (opaque to the store).
@@ -356,14 +346,16 @@ impl Store {
 
     /// Every subscription: (name, definition), in name order.
     pub fn subscriptions(&self) -> Result<Vec<(String, Bytes)>> {
+        self.named_entries(META_SUBSCRIPTION, "subscription name")
+    }
+
+    /// The `meta` entries under `prefix`, keyed by the UTF-8 name after it.
+    fn named_entries(&self, prefix: &[u8], what: &'static str) -> Result<Vec<(String, Bytes)>> {
         let mut out = Vec::new();
-        for guard in self.meta.prefix(META_SUBSCRIPTION) {
+        for guard in self.meta.prefix(prefix) {
             let (key, value) = guard.into_inner()?;
-            let name = std::str::from_utf8(&key[META_SUBSCRIPTION.len()..]).map_err(|_| {
-                StoreError::Corrupt {
-                    what: "subscription name",
-                }
-            })?;
+            let name = std::str::from_utf8(&key[prefix.len()..])
+                .map_err(|_| StoreError::Corrupt { what })?;
             out.push((name.to_owned(), value));
         }
         Ok(out)
