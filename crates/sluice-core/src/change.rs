@@ -73,6 +73,36 @@ pub fn encode_body_into(
     out.push(b'}');
 }
 
+/// What every body of `collection` starts with: readers filter by collection with a
+/// prefix test instead of parsing.
+pub fn collection_prefix(collection: &str) -> Vec<u8> {
+    let mut out = b"{\"collection\":".to_vec();
+    write_json(&mut out, &Value::from(collection));
+    out.push(b',');
+    out
+}
+
+/// The commit time at the end of a body or a full record (`,"ts_ms":<digits>}`); 0 for
+/// anything else.
+pub fn commit_ts_ms(record: &[u8]) -> u64 {
+    let Some(record) = record.strip_suffix(b"}") else {
+        return 0;
+    };
+    let digits = record
+        .iter()
+        .rev()
+        .take_while(|byte| byte.is_ascii_digit())
+        .count();
+    let (head, number) = record.split_at(record.len() - digits);
+    if !head.ends_with(b"\"ts_ms\":") {
+        return 0;
+    }
+    std::str::from_utf8(number)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The full record JSON: the body with `"cursor"` spliced in front.
 pub fn with_cursor(cursor: &str, body: &[u8], out: &mut Vec<u8>) {
     debug_assert_eq!(body.first(), Some(&b'{'));
@@ -116,5 +146,9 @@ mod tests {
             serde_json::from_slice(&[b"{\"cursor\":\"x\",", &body[1..]].concat()).unwrap();
         assert_eq!(record.op, ChangeOp::Delete);
         assert_eq!(record.doc, None);
+        assert!(body.starts_with(&collection_prefix("doctor")));
+        assert!(!body.starts_with(&collection_prefix("doc")));
+        assert_eq!(commit_ts_ms(&body), 9);
+        assert_eq!(commit_ts_ms(b"{\"x\":42}"), 0);
     }
 }

@@ -268,8 +268,7 @@ impl Consumer {
         let oldest_ms = oldest
             .records
             .iter()
-            .filter_map(|record| serde_json::from_slice::<sluice_core::ChangeRecord>(record).ok())
-            .map(|record| record.ts_ms)
+            .map(|record| sluice_core::change::commit_ts_ms(record))
             .min()
             .unwrap_or(now_ms);
         Ok(Lag {

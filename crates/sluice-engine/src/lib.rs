@@ -499,10 +499,7 @@ impl Engine {
         collection: Option<&str>,
     ) -> Result<ChangesPage, EngineError> {
         let shared = self.shared();
-        // Bodies start with their collection (`change::encode_body`), so a prefix test
-        // filters without parsing.
-        let prefix =
-            collection.map(|name| format!("{{\"collection\":{},", serde_json::Value::from(name)));
+        let prefix = collection.map(sluice_core::change::collection_prefix);
         let mut per_partition = Vec::with_capacity(shared.durable.len());
         for (partition, durable) in shared.durable.iter().enumerate() {
             let until = durable.load(Ordering::Acquire);
@@ -544,7 +541,7 @@ impl Engine {
                     progressed = true;
                     if prefix
                         .as_ref()
-                        .is_some_and(|prefix| !body.starts_with(prefix.as_bytes()))
+                        .is_some_and(|prefix| !body.starts_with(prefix))
                     {
                         continue;
                     }

@@ -245,7 +245,7 @@ impl Store {
             let (key, chunk) = guard.into_inner()?;
             let (_, first_offset) = decode_change_key(&key)?;
             let newest_ts_ms = match ChunkIter::new(&chunk)?.last() {
-                Some(body) => body_ts_ms(body?),
+                Some(body) => sluice_core::change::commit_ts_ms(body?),
                 None => 0,
             };
             out.push(ChunkInfo {
@@ -389,26 +389,6 @@ pub struct ChunkInfo {
     pub first_offset: u64,
     pub count: u64,
     pub newest_ts_ms: u64,
-}
-
-/// Bodies end with `,"ts_ms":<digits>}` (`sluice_core::change::encode_body`); 0 when not.
-fn body_ts_ms(body: &[u8]) -> u64 {
-    let Some(body) = body.strip_suffix(b"}") else {
-        return 0;
-    };
-    let digits = body
-        .iter()
-        .rev()
-        .take_while(|byte| byte.is_ascii_digit())
-        .count();
-    let (head, number) = body.split_at(body.len() - digits);
-    if !head.ends_with(b"\"ts_ms\":") {
-        return 0;
-    }
-    std::str::from_utf8(number)
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Change records being gathered into one chunk: `count u32 | (len u32 | body)*`.
