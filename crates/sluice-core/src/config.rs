@@ -123,6 +123,10 @@ pub struct EngineConfig {
     pub changes_kept_min_records: u64,
     /// How often retention runs.
     pub retention_interval_ms: u64,
+    /// Event ids (CloudEvents `id`, inbound message positions) remembered per document in
+    /// collections without a version field: a redelivery of one of the last this many
+    /// events of a document is dropped as a no-op.
+    pub seen_ids_per_document_max: usize,
 }
 
 impl Default for EngineConfig {
@@ -140,6 +144,7 @@ impl Default for EngineConfig {
             changes_kept_min_age_s: 7 * 24 * 3600,
             changes_kept_min_records: 1_000_000,
             retention_interval_ms: 60_000,
+            seen_ids_per_document_max: 32,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Turning raw input into a validated [`Event`]: a partial document with its key and
 //! version. Every failure is an [`EventError`] whose message says what to fix.
 
+use crate::cloudevent::{self, CloudEventError};
 use crate::config::{CollectionConfig, Ordering};
 use crate::key::{Key, KeyError, KeyPart};
 use crate::pointer::Pointer;
@@ -57,6 +58,10 @@ pub struct Event {
     /// `None` when the collection has no version field: arrival order decides.
     pub version: Option<Version>,
     pub patch: Map<String, Value>,
+    /// The event's identity, when its source gave one (a CloudEvents `id`, or a message
+    /// position of an inbound connector): in collections without a version field,
+    /// writers drop an id they have already applied to the document.
+    pub id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -77,6 +82,8 @@ pub enum EventError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Version(#[from] VersionError),
+    #[error(transparent)]
+    CloudEvent(#[from] CloudEventError),
 }
 
 /// Where and why JSON failed to parse: (line, column, message without the position).
@@ -114,34 +121,44 @@ pub fn parse(spec: &CollectionSpec, raw: &[u8], limits: Limits) -> Result<Event,
     from_value(spec, value, limits)
 }
 
-/// Validates an already parsed event.
+/// Validates an already parsed event: a bare partial document or a CloudEvents envelope
+/// around one (see [`cloudevent`]).
 pub fn from_value(
     spec: &CollectionSpec,
     value: Value,
     limits: Limits,
 ) -> Result<Event, EventError> {
-    let Value::Object(patch) = value else {
+    let Value::Object(object) = value else {
         return Err(EventError::NotObject {
             found: kind_name(&value),
         });
     };
+    let (patch, id, time) = if cloudevent::is_envelope(&object) {
+        let envelope = cloudevent::open(object)?;
+        (envelope.data, Some(envelope.id), envelope.time)
+    } else {
+        (object, None, None)
+    };
     check_depth(&patch, limits.event_depth_max)?;
     let key = spec.key_of(&patch)?;
-    let version = match &spec.version {
-        None => None,
-        Some(pointer) => {
-            let value = pointer
-                .get_in(&patch)
-                .ok_or_else(|| VersionError::Missing {
-                    pointer: pointer.to_string(),
+    let version =
+        match &spec.version {
+            None => None,
+            Some(pointer) => {
+                // An envelope's `time` stands in for a version its data does not carry.
+                let value = pointer.get_in(&patch).or(time.as_ref()).ok_or_else(|| {
+                    VersionError::Missing {
+                        pointer: pointer.to_string(),
+                    }
                 })?;
-            Some(Version::from_json(value, pointer.as_str())?)
-        }
-    };
+                Some(Version::from_json(value, pointer.as_str())?)
+            }
+        };
     Ok(Event {
         key,
         version,
         patch,
+        id,
     })
 }
 
@@ -233,6 +250,52 @@ mod tests {
             r#"{"doctor_id": 1, "v": 1, "a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}"#,
             Err("deeper than 8"),
         );
+    }
+
+    #[test]
+    fn cloudevents_carry_the_partial_document() {
+        let ce = |data: &str, time: &str| {
+            format!(
+                r#"{{"specversion": "1.0", "id": "a1", "source": "/emr", "type": "t"{time}, "data": {data}}}"#
+            )
+        };
+        let event = parse(
+            &spec(Some("/v")),
+            ce(r#"{"doctor_id": 17, "v": 3}"#, "").as_bytes(),
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(event.version, Some(Version::Int(3)));
+        assert_eq!(event.id.as_deref(), Some("a1"));
+        assert!(!event.patch.contains_key("specversion"));
+        // `time` is the version when the data has none; the data's own version wins.
+        let timed = ce(
+            r#"{"doctor_id": 17}"#,
+            r#", "time": "2026-11-01T00:00:00Z""#,
+        );
+        let event = parse(&spec(Some("/v")), timed.as_bytes(), LIMITS).unwrap();
+        assert!(matches!(event.version, Some(Version::Time(_))));
+        let both = ce(
+            r#"{"doctor_id": 17, "v": 5}"#,
+            r#", "time": "2026-11-01T00:00:00Z""#,
+        );
+        let event = parse(&spec(Some("/v")), both.as_bytes(), LIMITS).unwrap();
+        assert_eq!(event.version, Some(Version::Int(5)));
+        check(
+            &ce(r#"{"doctor_id": 17}"#, ""),
+            Err("version at /v is missing"),
+        );
+        check(
+            &ce(r#"{"v": 1}"#, ""),
+            Err("key field /doctor_id is missing"),
+        );
+        check(&ce("7", ""), Err("data must be a JSON object"));
+        check(
+            r#"{"specversion": "1.0", "doctor_id": 1, "v": 1}"#,
+            Err("CloudEvent"),
+        );
+        let bare = parse(&spec(None), br#"{"doctor_id": 1, "id": "x"}"#, LIMITS).unwrap();
+        assert_eq!(bare.id, None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! storage; everything is deterministic and exhaustively testable.
 
 pub mod change;
+pub mod cloudevent;
 pub mod codec;
 pub mod config;
 pub mod cursor;

@@ -193,3 +193,58 @@ fn hex_round_trip() {
     assert_eq!(decode_hex("abc"), None);
     assert_eq!(decode_hex("zz"), None);
 }
+
+#[tokio::test]
+async fn cloudevent_ids_drop_redeliveries_without_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(
+        "[engine]\npartitions = 2\nseen_ids_per_document_max = 2\n[[collections]]\nname = \"plan\"\nkey = [\"/id\"]\n",
+    )
+    .unwrap();
+    let ce = |id: &str, name: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"/t","type":"t","data":{{"id":1,"name":"{name}"}}}}"#
+        ) + "\n"
+    };
+    let statuses = |results: Vec<ItemResult>| -> Vec<Status> {
+        results.into_iter().map(|result| result.status).collect()
+    };
+    use Status::*;
+    {
+        let engine = Engine::open(&config, dir.path()).unwrap();
+        let first = ce("a", "Ana") + &ce("b", "Bo") + &ce("a", "Ana");
+        let results = crate::test_support::submit_ndjson(&engine, "plan", &first).await;
+        // The redelivered "a" would bring back "Ana" over "Bo" without its id.
+        assert_eq!(statuses(results), vec![Applied, Applied, Noop]);
+    }
+    let engine = Engine::open(&config, dir.path()).unwrap();
+    let again = crate::test_support::submit_ndjson(&engine, "plan", &ce("b", "Bo")).await;
+    assert_eq!(statuses(again), vec![Noop], "seen ids survive a restart");
+    let key = Key::from_segments(&["1"], 1).unwrap();
+    let stored = engine.get("plan", &key).unwrap().unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&stored.doc).unwrap()["name"],
+        "Bo"
+    );
+    // Only the last two ids are kept: "a" fell out once "c" and "b" were newer.
+    let later = ce("c", "Cy") + &ce("a", "Ana");
+    let results = crate::test_support::submit_ndjson(&engine, "plan", &later).await;
+    assert_eq!(statuses(results), vec![Applied, Applied]);
+    assert_eq!(engine.stats("plan").unwrap().noop, 2);
+}
+
+#[tokio::test]
+async fn cloudevents_with_versions_are_idempotent_by_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&config("document", 1), dir.path()).unwrap();
+    let ce =
+        r#"{"specversion":"1.0","id":"x","source":"/t","type":"t","data":{"id":1,"v":3,"a":1}}"#;
+    let statuses = post(&engine, &format!("{ce}\n{ce}\n")).await;
+    assert_eq!(statuses, vec![Status::Applied, Status::Stale]);
+    let doc = doc(&engine, "1").unwrap();
+    assert_eq!(
+        doc,
+        json!({"id": 1, "v": 3, "a": 1}),
+        "the envelope is not stored"
+    );
+}

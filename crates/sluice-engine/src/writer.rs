@@ -51,6 +51,10 @@ pub(crate) struct Working {
     doc_json: Option<Vec<u8>>,
     /// The stored record, when it was read from the store (worth caching as it is).
     from_store: Option<Vec<u8>>,
+    /// Ids of the events last applied to the document, oldest first; loaded on the first
+    /// event with an id (only collections without a version field deduplicate by id).
+    seen_ids: Option<Vec<String>>,
+    seen_ids_dirty: bool,
 }
 
 /// What one batch accumulates before its commit.
@@ -158,19 +162,28 @@ impl Writer {
         batch: &mut BatchState<'_>,
     ) -> Result<ItemResult, EngineError> {
         match input {
-            Input::Event(event) => self.apply_to_key(collection, event.key, batch, |state| {
-                state.apply(event.version, &event.patch).map_err(|error| {
-                    (
-                        error,
-                        String::from_utf8(serialize(&event.patch)).unwrap_or_default(),
-                    )
+            Input::Event(event) => {
+                // With a version, redeliveries are idempotent by version; without one,
+                // arrival order is the version and only the id tells a redelivery apart.
+                let id = event
+                    .id
+                    .filter(|_| self.shared.collections[collection].spec.version.is_none());
+                self.apply_to_key(collection, event.key, id, batch, |state| {
+                    state.apply(event.version, &event.patch).map_err(|error| {
+                        (
+                            error,
+                            String::from_utf8(serialize(&event.patch)).unwrap_or_default(),
+                        )
+                    })
                 })
-            }),
-            Input::Delete { key, version } => self.apply_to_key(collection, key, batch, |state| {
-                state
-                    .delete(version)
-                    .map_err(|error| (error, format!("DELETE version={version:?}")))
-            }),
+            }
+            Input::Delete { key, version } => {
+                self.apply_to_key(collection, key, None, batch, |state| {
+                    state
+                        .delete(version)
+                        .map_err(|error| (error, format!("DELETE version={version:?}")))
+                })
+            }
             Input::Reject(rejection) => Ok(self.reject(collection, None, rejection, batch)),
         }
     }
@@ -179,6 +192,7 @@ impl Writer {
         &mut self,
         collection: usize,
         key: Key,
+        id: Option<String>,
         batch: &mut BatchState<'_>,
         operation: impl FnOnce(&mut DocState) -> Result<Applied, (VersionError, String)>,
     ) -> Result<ItemResult, EngineError> {
@@ -191,6 +205,28 @@ impl Writer {
             &shared,
             (collection, key.encode()),
         )?;
+        if let Some(id) = id {
+            let seen_ids = match &mut working.seen_ids {
+                Some(seen_ids) => seen_ids,
+                None => working
+                    .seen_ids
+                    .insert(shared.store.get_seen_ids(name, &key.encode())?),
+            };
+            if seen_ids.contains(&id) {
+                batch.deltas[collection].noop += 1;
+                return Ok(ItemResult {
+                    status: Status::Noop,
+                    key: Some(key.to_json()),
+                    error: None,
+                });
+            }
+            let kept_max = shared.config.engine.seen_ids_per_document_max.max(1);
+            if seen_ids.len() >= kept_max {
+                seen_ids.drain(..=seen_ids.len() - kept_max);
+            }
+            seen_ids.push(id);
+            working.seen_ids_dirty = true;
+        }
         let existed = working.state.exists();
         let applied = match operation(&mut working.state) {
             Ok(applied) => applied,
@@ -295,6 +331,12 @@ impl Writer {
         let mut cached = Vec::with_capacity(working.len());
         let mut working = working;
         for (cache_key, working) in working.drain() {
+            if working.seen_ids_dirty
+                && let Some(seen_ids) = &working.seen_ids
+            {
+                let name = &self.shared.collections[cache_key.0].spec.name;
+                store_batch.put_seen_ids(name, &cache_key.1, seen_ids);
+            }
             if working.dirty {
                 let record = codec::encode(&working.state, working.doc_json.as_deref());
                 let name = &self.shared.collections[cache_key.0].spec.name;
@@ -406,6 +448,8 @@ fn load_working<'b>(
                 dirty: false,
                 doc_json: None,
                 from_store,
+                seen_ids: None,
+                seen_ids_dirty: false,
             }))
         }
     }

@@ -6,7 +6,7 @@
 //! | `docs`     | collection `\0` encoded key          | `sluice_core::codec` record    |
 //! | `changes`  | partition u16 BE, first offset u64 BE| a chunk of change record bodies |
 //! | `rejected` | collection `\0` seq u64 BE           | rejected event (JSON)          |
-//! | `meta`     | `partitions`, `stats\0coll\0` p u16, `consumer\0name`, `subscription\0name` | u16 BE, counters (u64 LE each), cursor, definition (JSON) |
+//! | `meta`     | `partitions`, `stats\0coll\0` p u16, `consumer\0name`, `subscription\0name`, `seen\0coll\0` encoded key | u16 BE, counters (u64 LE each), cursor, definition (JSON), seen event ids |
 //!
 //! The change log is stored in chunks, one per committed batch and partition, so that a
 //! batch of thousands of events costs one entry of the LSM tree rather than thousands; a
@@ -120,6 +120,7 @@ const META_PARTITIONS: &[u8] = b"partitions";
 const META_STATS: &[u8] = b"stats\0";
 const META_CONSUMER: &[u8] = b"consumer\0";
 const META_SUBSCRIPTION: &[u8] = b"subscription\0";
+const META_SEEN: &[u8] = b"seen\0";
 
 impl Store {
     /// Opens (or creates) the store and pins the partition count on first use.
@@ -361,6 +362,14 @@ impl Store {
         Ok(out)
     }
 
+    /// The event ids recently applied to a document, oldest first (see [`encode_seen_ids`]).
+    pub fn get_seen_ids(&self, collection: &str, key: &[u8]) -> Result<Vec<String>> {
+        match self.meta.get(seen_key(collection, key))? {
+            Some(bytes) => decode_seen_ids(&bytes),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Every stored counter: (collection, partition, counters).
     pub fn load_counters(&self) -> Result<Vec<(String, u16, Counters)>> {
         let mut out = Vec::new();
@@ -500,6 +509,15 @@ impl Batch<'_> {
         self.inner.remove(&self.store.meta, consumer_key(name));
     }
 
+    /// Records the event ids recently applied to a document, oldest first.
+    pub fn put_seen_ids(&mut self, collection: &str, key: &[u8], ids: &[String]) {
+        self.inner.insert(
+            &self.store.meta,
+            seen_key(collection, key),
+            encode_seen_ids(ids),
+        );
+    }
+
     pub fn put_counters(&mut self, collection: &str, partition: u16, counters: &Counters) {
         let mut key = META_STATS.to_vec();
         key.extend_from_slice(collection.as_bytes());
@@ -545,6 +563,40 @@ fn doc_key(collection: &str, key: &[u8]) -> Vec<u8> {
     let mut out = collection_prefix(collection);
     out.extend_from_slice(key);
     out
+}
+
+fn seen_key(collection: &str, key: &[u8]) -> Vec<u8> {
+    let mut out = META_SEEN.to_vec();
+    out.extend_from_slice(&doc_key(collection, key));
+    out
+}
+
+/// Seen event ids: `(len u16 LE | UTF-8 id)*`.
+fn encode_seen_ids(ids: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ids.iter().map(|id| id.len() + 2).sum());
+    // Producers bound ids far below u16::MAX (CloudEvents ids, message positions); a
+    // longer one is left out rather than written with a wrong length.
+    for id in ids.iter().filter(|id| id.len() <= usize::from(u16::MAX)) {
+        out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+        out.extend_from_slice(id.as_bytes());
+    }
+    out
+}
+
+fn decode_seen_ids(mut bytes: &[u8]) -> Result<Vec<String>> {
+    let corrupt = || StoreError::Corrupt { what: "seen ids" };
+    let mut ids = Vec::new();
+    while let Some((length, rest)) = bytes.split_first_chunk::<2>() {
+        let (id, rest) = rest
+            .split_at_checked(usize::from(u16::from_le_bytes(*length)))
+            .ok_or_else(corrupt)?;
+        ids.push(String::from_utf8(id.to_vec()).map_err(|_| corrupt())?);
+        bytes = rest;
+    }
+    if !bytes.is_empty() {
+        return Err(corrupt());
+    }
+    Ok(ids)
 }
 
 fn rejected_key(collection: &str, seq: u64) -> Vec<u8> {

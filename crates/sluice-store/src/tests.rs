@@ -184,3 +184,19 @@ fn chunks_report_their_newest_time_and_can_be_removed() {
         "an empty partition starts at its next offset"
     );
 }
+
+#[test]
+fn seen_ids_round_trip_per_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert!(store.get_seen_ids("doctor", b"k1").unwrap().is_empty());
+    let ids = vec!["a".to_owned(), String::new(), "nats:EVENTS:17".to_owned()];
+    let mut batch = store.batch();
+    batch.put_seen_ids("doctor", b"k1", &ids);
+    batch.commit().unwrap();
+    assert_eq!(store.get_seen_ids("doctor", b"k1").unwrap(), ids);
+    assert!(store.get_seen_ids("doctor", b"k2").unwrap().is_empty());
+    assert!(store.get_seen_ids("location", b"k1").unwrap().is_empty());
+    assert!(decode_seen_ids(&[5, 0, b'a']).is_err());
+    assert!(decode_seen_ids(&[1]).is_err());
+}
