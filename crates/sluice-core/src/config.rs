@@ -1,6 +1,10 @@
 //! `sluice.toml`: the one config struct. Unknown keys are errors that name the key and
 //! the line (serde's `deny_unknown_fields` plus toml's positioned errors).
 
+mod nats;
+
+pub use nats::{InboundConfig, NatsConfig, OutboundConfig, OutboundStart};
+
 use crate::pointer::{Pointer, PointerError};
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -23,6 +27,9 @@ pub struct Config {
     pub engine: EngineConfig,
     #[serde(default)]
     pub collections: Vec<CollectionConfig>,
+    /// The NATS JetStream connector (`sluice-nats`); off when absent.
+    #[serde(default)]
+    pub nats: Option<NatsConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -216,6 +223,10 @@ impl Config {
                 return invalid(format!("collection {:?} is defined twice", collection.name));
             }
         }
+        if let Some(nats) = &self.nats {
+            let names: Vec<&str> = names.into_iter().collect();
+            nats.validate(&names).map_err(ConfigError::Invalid)?;
+        }
         Ok(())
     }
 
@@ -283,6 +294,43 @@ ordering = "field"
         .unwrap();
         assert_eq!(config.collections[0].ordering, Ordering::Field);
         assert_eq!(config.engine.partitions, PARTITIONS_DEFAULT);
+    }
+
+    #[test]
+    fn nats_section_is_checked() {
+        let base = "[[collections]]\nname = \"doctor\"\nkey = [\"/id\"]\n[nats]\nurl = \"nats://127.0.0.1:4222\"\n";
+        let config = Config::from_toml(&format!(
+            "{base}[nats.outbound]\n[[nats.inbound]]\nstream = \"EVENTS\"\nsubject = \"events.doctor.*\"\ncollection = \"doctor\"\n"
+        ))
+        .unwrap();
+        let nats = config.nats.unwrap();
+        let outbound = nats.outbound.unwrap();
+        assert_eq!(outbound.subject_prefix, "sluice.changes");
+        assert_eq!(outbound.start, OutboundStart::Beginning);
+        assert_eq!(nats.inbound[0].consumer, "sluice");
+        let check = |extra: &str, needle: &str| {
+            let error = Config::from_toml(&format!("{base}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(needle),
+                "{error:?} should contain {needle:?}"
+            );
+        };
+        check(
+            "[[nats.inbound]]\nstream = \"E\"\nsubject = \"e\"\ncollection = \"nurse\"\n",
+            "\"nurse\" is not defined",
+        );
+        check(
+            "[[nats.inbound]]\nstream = \"E.F\"\nsubject = \"e\"\ncollection = \"doctor\"\n",
+            "not a valid NATS name",
+        );
+        check(
+            "[nats.outbound]\nsubject_prefix = \"a.*\"\n",
+            "not a valid NATS name",
+        );
+        check("[nats.outbound]\nbatch_records_max = 0\n", "must be 1..=");
+        check("[nats.outbound]\nstrem = 1\n", "strem");
     }
 
     #[test]

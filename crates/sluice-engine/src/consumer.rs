@@ -90,6 +90,19 @@ pub(crate) fn decode_position(bytes: &[u8], partitions: usize) -> Result<Cursor,
         }))
 }
 
+/// Every stored consumer position, decoded.
+pub(crate) fn stored_positions(
+    shared: &crate::Shared,
+) -> Result<Vec<(String, Cursor)>, EngineError> {
+    let partitions = shared.durable.len();
+    shared
+        .store
+        .consumers()?
+        .into_iter()
+        .map(|(name, position)| Ok((name, decode_position(&position, partitions)?)))
+        .collect()
+}
+
 impl Engine {
     /// The committed position of consumer `name`, if it has one.
     pub(crate) fn stored_position(&self, name: &str) -> Result<Option<Cursor>, EngineError> {
@@ -99,6 +112,11 @@ impl Engine {
             .get_consumer(name)?
             .map(|bytes| decode_position(&bytes, partitions))
             .transpose()
+    }
+
+    /// Every consumer's committed position (subscriptions' included), by name.
+    pub(crate) fn consumer_positions(&self) -> Result<Vec<(String, Cursor)>, EngineError> {
+        stored_positions(self.shared())
     }
 
     /// Change records (of all collections) between `position` and the durable head.

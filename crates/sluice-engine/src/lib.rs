@@ -6,6 +6,7 @@
 //!
 //! It knows nothing about HTTP: the server and the CLI both drive it through [`Engine`].
 
+pub mod component;
 pub mod consumer;
 pub mod input;
 mod metrics;
@@ -14,6 +15,7 @@ pub mod subscription;
 mod sync;
 mod writer;
 
+pub use component::{Component, ComponentStatus};
 pub use consumer::{Consumer, ConsumerOptions, Lag, StartAt};
 pub use input::{BodyError, BodyFormat, Input};
 pub use sluice_store::Counters;
@@ -136,6 +138,7 @@ pub(crate) struct Shared {
     /// Bumped whenever new change records become durable.
     pub changes_notify: watch::Sender<u64>,
     pub poisoned: AtomicBool,
+    pub components: component::Components,
 }
 
 struct Inner {
@@ -226,6 +229,7 @@ impl Engine {
             retained_from: first_offsets,
             changes_notify: watch::channel(0).0,
             poisoned: AtomicBool::new(false),
+            components: Default::default(),
         });
         let mut senders = Vec::new();
         let mut threads = Vec::new();
@@ -592,6 +596,16 @@ impl Engine {
         self.shared().poisoned.load(Ordering::Acquire)
     }
 
+    /// The status handle of component `name` (a connector), registered on first use.
+    pub fn component(&self, name: &str) -> Component {
+        self.shared().components.get(name)
+    }
+
+    /// Every registered component's status, by name.
+    pub fn components(&self) -> Vec<(String, ComponentStatus)> {
+        self.shared().components.statuses()
+    }
+
     /// Prometheus text exposition.
     pub fn render_metrics(&self) -> String {
         let shared = self.shared();
@@ -654,6 +668,42 @@ impl Engine {
                 }
             }
             Err(error) => tracing::warn!(%error, "Could not read subscriptions for metrics."),
+        }
+        out.push_str("# HELP sluice_consumer_lag_records Change records between a consumer's committed position and the head.\n");
+        out.push_str("# TYPE sluice_consumer_lag_records gauge\n");
+        match self.consumer_positions() {
+            Ok(positions) => {
+                for (name, position) in positions {
+                    let lag = self.records_behind(&position);
+                    let _ = writeln!(
+                        out,
+                        "sluice_consumer_lag_records{{consumer=\"{name}\"}} {lag}"
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(%error, "Could not read consumer positions for metrics."),
+        }
+        let components = self.components();
+        out.push_str("# HELP sluice_component_up 1 while a component (connector) works, 0 while it retries.\n");
+        out.push_str("# TYPE sluice_component_up gauge\n");
+        for (name, status) in &components {
+            let _ = writeln!(
+                out,
+                "sluice_component_up{{component=\"{name}\"}} {}",
+                u8::from(status.up)
+            );
+        }
+        out.push_str(
+            "# HELP sluice_component_messages_total Messages a component handled, by outcome.\n",
+        );
+        out.push_str("# TYPE sluice_component_messages_total counter\n");
+        for (name, status) in &components {
+            for (outcome, count) in &status.counts {
+                let _ = writeln!(
+                    out,
+                    "sluice_component_messages_total{{component=\"{name}\",outcome=\"{outcome}\"}} {count}"
+                );
+            }
         }
         let metrics = &shared.metrics;
         metrics.commit_seconds.render(

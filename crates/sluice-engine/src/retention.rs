@@ -34,15 +34,13 @@ impl Engine {
 
 fn enforce(shared: &Shared, now_ms: u64) -> Result<u64, EngineError> {
     let engine_config = &shared.config.engine;
-    let partitions = shared.durable.len();
     // The lowest position any consumer still needs, per partition.
     let mut needed: Vec<u64> = shared
         .durable
         .iter()
         .map(|offset| offset.load(Ordering::Acquire))
         .collect();
-    for (name, position) in shared.store.consumers()? {
-        let cursor = crate::consumer::decode_position(&position, partitions)?;
+    for (name, cursor) in crate::consumer::stored_positions(shared)? {
         for (partition, offset) in cursor.offsets().iter().enumerate() {
             if *offset < needed[partition] {
                 tracing::debug!(consumer = %name, partition, offset, "Retention waits for a consumer.");

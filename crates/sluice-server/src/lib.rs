@@ -663,5 +663,17 @@ async fn healthz(State(state): State<AppState>) -> Response {
         )
         .into_response();
     }
-    Json(serde_json::json!({"status": "ok"})).into_response()
+    // A component that is down (NATS unreachable, say) degrades the node but does not
+    // fail it: the processor still takes writes, and restarting would not help.
+    let components: serde_json::Map<String, serde_json::Value> = state
+        .engine
+        .components()
+        .into_iter()
+        .map(|(name, status)| (name, serde_json::json!(status)))
+        .collect();
+    let all_up = components
+        .values()
+        .all(|status| status["up"] == serde_json::Value::Bool(true));
+    let status = if all_up { "ok" } else { "degraded" };
+    Json(serde_json::json!({"status": status, "components": components})).into_response()
 }

@@ -494,8 +494,29 @@ async fn operations_endpoints() {
     let health = api.get("/healthz").await;
     assert_eq!(
         (health.status, health.json()),
-        (StatusCode::OK, json!({"status": "ok"}))
+        (StatusCode::OK, json!({"status": "ok", "components": {}}))
     );
+    // A connector that is down degrades the node and says why; it does not fail it.
+    let connector = api.engine.component("nats-outbound");
+    connector.set_down("NATS at nats://127.0.0.1:1 is unreachable: connection refused");
+    connector.count("published", 3);
+    let health = api.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.json()["status"], "degraded");
+    assert_eq!(health.json()["components"]["nats-outbound"]["up"], false);
+    let metrics = api.get("/metrics").await.text;
+    assert!(
+        metrics.contains("sluice_component_up{component=\"nats-outbound\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "sluice_component_messages_total{component=\"nats-outbound\",outcome=\"published\"} 3"
+        ),
+        "{metrics}"
+    );
+    connector.set_up("publishing");
+    assert_eq!(api.get("/healthz").await.json()["status"], "ok");
     let metrics = api.get("/metrics").await;
     assert!(
         metrics
