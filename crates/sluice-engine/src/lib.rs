@@ -281,6 +281,11 @@ impl Engine {
         &self.shared().config
     }
 
+    /// The data directory's id (see [`Store::instance_id`]).
+    pub fn instance_id(&self) -> &str {
+        self.shared().store.instance_id()
+    }
+
     pub fn partitions(&self) -> u16 {
         self.shared().config.engine.partitions
     }

@@ -114,6 +114,7 @@ pub struct Store {
     changes: Keyspace,
     rejected: Keyspace,
     meta: Keyspace,
+    instance_id: String,
 }
 
 const META_PARTITIONS: &[u8] = b"partitions";
@@ -121,6 +122,7 @@ const META_STATS: &[u8] = b"stats\0";
 const META_CONSUMER: &[u8] = b"consumer\0";
 const META_SUBSCRIPTION: &[u8] = b"subscription\0";
 const META_SEEN: &[u8] = b"seen\0";
+const META_INSTANCE: &[u8] = b"instance";
 
 impl Store {
     /// Opens (or creates) the store and pins the partition count on first use.
@@ -140,6 +142,7 @@ impl Store {
             rejected: open("rejected")?,
             meta: open("meta")?,
             db,
+            instance_id: String::new(),
         };
         match store.meta.get(META_PARTITIONS)? {
             Some(bytes) => {
@@ -162,7 +165,26 @@ impl Store {
                 store.sync()?;
             }
         }
+        let mut store = store;
+        store.instance_id = match store.meta.get(META_INSTANCE)? {
+            Some(bytes) => String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Corrupt {
+                what: "instance id",
+            })?,
+            None => {
+                let id = new_instance_id();
+                store.meta.insert(META_INSTANCE, id.as_bytes())?;
+                store.sync()?;
+                id
+            }
+        };
         Ok(store)
+    }
+
+    /// A random id given to the data directory when it was created: it tells this
+    /// store's change records from those of an earlier data directory (outbound message
+    /// ids carry it).
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
     }
 
     /// Makes every committed batch durable (fdatasync of the journal).
@@ -543,6 +565,20 @@ impl Batch<'_> {
 
 fn consumer_key(name: &str) -> Vec<u8> {
     prefixed(META_CONSUMER, name)
+}
+
+/// 16 hex digits from the clock and the process: unique enough to tell data directories
+/// apart, with no random-number crate.
+fn new_instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    // RandomState is seeded randomly per process.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
 }
 
 fn prefixed(prefix: &[u8], name: &str) -> Vec<u8> {

@@ -200,3 +200,13 @@ fn seen_ids_round_trip_per_document() {
     assert!(decode_seen_ids(&[5, 0, b'a']).is_err());
     assert!(decode_seen_ids(&[1]).is_err());
 }
+
+#[test]
+fn instance_id_is_kept_and_differs_between_directories() {
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let id = open(first.path()).instance_id().to_owned();
+    assert_eq!(id.len(), 16);
+    assert_eq!(open(first.path()).instance_id(), id);
+    assert_ne!(open(second.path()).instance_id(), id);
+}

@@ -1,0 +1,228 @@
+//! Inbound readers: one durable pull consumer per `[[nats.inbound]]` entry. Messages are
+//! taken in batches of what is ready (up to `fetch_messages_max`), applied through the
+//! same processor as HTTP bodies, and acknowledged only once `submit` answered, which it
+//! does after the fsync. A message that is not a valid event (not JSON, no key, too
+//! large, ...) is rejected into the collection's rejected log with its subject and
+//! sequence, and acknowledged like the others, so it never blocks the stream.
+//!
+//! Redeliveries (a crash between the commit and the acknowledgement) are harmless: stale
+//! or a no-op by version, or, in collections without a version field, dropped by the
+//! event's id: its CloudEvents `id`, else `nats:<stream>:<sequence>`.
+
+use crate::{Backoff, NatsError};
+use async_nats::jetstream::{self, AckKind, consumer::AckPolicy, consumer::pull};
+use futures_util::StreamExt;
+use sluice_core::config::InboundConfig;
+use sluice_core::event::{self, CollectionSpec, EventError, Limits};
+use sluice_engine::input::{self, Input};
+use sluice_engine::{Component, Engine, EngineError, ItemResult, Status};
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub(crate) async fn run(
+    engine: Engine,
+    jetstream: jetstream::Context,
+    config: InboundConfig,
+    backoff: Backoff,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let component = engine.component(&format!(
+        "nats-inbound:{}:{}",
+        config.stream, config.consumer
+    ));
+    let reader = Reader {
+        engine,
+        jetstream,
+        config,
+        component: component.clone(),
+        backoff,
+    };
+    let mut failures = 0;
+    loop {
+        match reader.read_until_stopped(&mut stopping).await {
+            Ok(()) => return,
+            Err(NatsError::Engine(error)) => {
+                tracing::error!(%error, "NATS inbound reader stops.");
+                component.set_down(format!("stopped: {error}"));
+                return;
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(%error, failures, stream = %reader.config.stream, "NATS inbound reader failed; retrying with backoff.");
+                component.set_down(error.to_string());
+                if !backoff.sleep(failures, &mut stopping).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Reader {
+    engine: Engine,
+    jetstream: jetstream::Context,
+    config: InboundConfig,
+    component: Component,
+    backoff: Backoff,
+}
+
+impl Reader {
+    async fn read_until_stopped(
+        &self,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Result<(), NatsError> {
+        let config = &self.config;
+        let stream = self
+            .jetstream
+            .get_stream(&config.stream)
+            .await
+            .map_err(|error| NatsError::JetStream(format!("stream {}: {error}", config.stream)))?;
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &config.consumer,
+                pull::Config {
+                    durable_name: Some(config.consumer.clone()),
+                    filter_subject: config.subject.clone(),
+                    // One acknowledgement covers the whole batch before it.
+                    ack_policy: AckPolicy::All,
+                    ack_wait: Duration::from_millis(config.ack_wait_ms),
+                    max_ack_pending: i64::try_from(config.fetch_messages_max * 4)
+                        .unwrap_or(i64::MAX),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|error| {
+                NatsError::JetStream(format!("consumer {}: {error}", config.consumer))
+            })?;
+        // A consumer created elsewhere may want every message acknowledged.
+        let ack_each = consumer.cached_info().config.ack_policy != AckPolicy::All;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(config.fetch_messages_max)
+            .messages()
+            .await
+            .map_err(NatsError::jetstream)?;
+        let mut batches = messages.ready_chunks(config.fetch_messages_max);
+        self.component.set_up(format!(
+            "reading {} of stream {} into {}",
+            config.subject, config.stream, config.collection
+        ));
+        loop {
+            let batch = tokio::select! {
+                batch = batches.next() => batch,
+                _ = stopping.wait_for(|stop| *stop) => return Ok(()),
+            };
+            let Some(batch) = batch else {
+                return Err(NatsError::JetStream("the message stream ended".into()));
+            };
+            // An error in the batch (a missed heartbeat, say) drops the batch unacknowledged:
+            // JetStream redelivers it to the next reader.
+            let batch: Vec<jetstream::Message> = batch
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .map_err(NatsError::jetstream)?;
+            let results = self.apply(&batch, stopping).await?;
+            if ack_each {
+                for message in &batch {
+                    message.ack().await.map_err(NatsError::jetstream)?;
+                }
+            } else if let Some(last) = batch.last() {
+                last.ack_with(AckKind::Ack)
+                    .await
+                    .map_err(NatsError::jetstream)?;
+            }
+            self.count(&results);
+        }
+    }
+
+    /// Submits the batch's events until the processor takes them (an overloaded
+    /// processor is waited for, not a reason to drop anything).
+    async fn apply(
+        &self,
+        batch: &[jetstream::Message],
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Result<Vec<ItemResult>, NatsError> {
+        let spec = self.engine.collection(&self.config.collection)?;
+        let limits = self.engine.event_limits();
+        let mut failures = 0;
+        loop {
+            let inputs = batch
+                .iter()
+                .map(|message| {
+                    let sequence = message.info().map_or(0, |info| info.stream_sequence);
+                    inbound_input(
+                        spec,
+                        limits,
+                        &self.config.stream,
+                        &message.subject,
+                        sequence,
+                        &message.payload,
+                    )
+                })
+                .collect();
+            match self.engine.submit(&self.config.collection, inputs).await {
+                Ok(results) => return Ok(results),
+                Err(EngineError::Overloaded { .. }) => {
+                    failures += 1;
+                    self.component.count("overloaded", 1);
+                    if !self.backoff.sleep(failures, stopping).await {
+                        return Err(NatsError::Engine(EngineError::Closed));
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    fn count(&self, results: &[ItemResult]) {
+        for status in [
+            Status::Applied,
+            Status::Noop,
+            Status::Stale,
+            Status::Rejected,
+        ] {
+            let count = results
+                .iter()
+                .filter(|result| result.status == status)
+                .count();
+            if count > 0 {
+                let name = match status {
+                    Status::Applied => "applied",
+                    Status::Noop => "noop",
+                    Status::Stale => "stale",
+                    Status::Rejected => "rejected",
+                };
+                self.component.count(name, count as u64);
+            }
+        }
+    }
+}
+
+/// One inbound message as processor input: an event (bare partial document or
+/// CloudEvent) whose id defaults to its stream position, or a rejection that names the
+/// subject and sequence.
+pub fn inbound_input(
+    spec: &CollectionSpec,
+    limits: Limits,
+    stream: &str,
+    subject: &str,
+    sequence: u64,
+    payload: &[u8],
+) -> Input {
+    let origin = || format!("nats stream {stream} subject {subject} sequence {sequence}");
+    let reject = |error: EventError| {
+        let text =
+            String::from_utf8_lossy(&payload[..payload.len().min(input::REJECTED_TEXT_BYTES_MAX)]);
+        Input::Reject(input::rejection(error.to_string(), &text, &origin()))
+    };
+    match event::parse(spec, payload, limits) {
+        Ok(mut event) => {
+            event
+                .id
+                .get_or_insert_with(|| format!("nats:{stream}:{sequence}"));
+            Input::Event(event)
+        }
+        Err(error) => reject(error),
+    }
+}

@@ -1,0 +1,126 @@
+//! The NATS JetStream connector, in Vector's connector layout: `config.rs` (connection
+//! options from `[nats]`), `outbound.rs` (the change log published to a stream),
+//! `inbound.rs` (events read from streams and applied through the processor), `tests.rs`
+//! (unit tests) and `tests/integration_tests.rs` (against a real server).
+//!
+//! Delivery guarantees:
+//!
+//! | direction | guarantee | how |
+//! |-----------|-----------|-----|
+//! | outbound  | every change record, exactly once in the stream | the publisher is a consumer of the change log; the message id is the data directory's id and the record's cursor, so JetStream drops retries inside its duplicate window, and after a longer outage the publisher resumes after the stream's last message |
+//! | inbound   | every message applied once | a message is acknowledged only after its event is durable; a redelivery is stale or a no-op by version, or, without a version, by its CloudEvents `id` or stream sequence |
+//!
+//! Every connector retries NATS with backoff while it is unreachable and reports its
+//! state as a component (`/healthz`, `sluice_component_up`).
+
+mod config;
+mod inbound;
+mod outbound;
+
+pub use config::redact_url;
+pub use inbound::inbound_input;
+pub use outbound::message_id;
+
+use sluice_core::config::NatsConfig;
+use sluice_engine::Engine;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("NATS connection: {0}")]
+    Connect(String),
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    #[error(transparent)]
+    Engine(#[from] sluice_engine::EngineError),
+}
+
+impl NatsError {
+    fn jetstream(error: impl std::fmt::Display) -> Self {
+        NatsError::JetStream(error.to_string())
+    }
+}
+
+/// The running connector tasks.
+pub struct Connectors {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Connectors {
+    /// Asks every task to stop after its current batch and waits for them.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Connects (in the background: an unreachable server is retried, not an error) and
+/// starts the configured publisher and inbound readers.
+pub async fn start(engine: Engine, config: NatsConfig) -> Result<Connectors, NatsError> {
+    let client = config::connect(&engine, &config).await?;
+    let (stop, stopping) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let backoff = Backoff::new(config.retry_delay_max_ms);
+    let request_timeout = Duration::from_millis(config.request_timeout_ms);
+    if let Some(outbound) = config.outbound.clone() {
+        let jetstream = async_nats::jetstream::new(client.clone());
+        tasks.push(tokio::spawn(outbound::run(
+            engine.clone(),
+            jetstream,
+            outbound,
+            backoff,
+            request_timeout,
+            stopping.clone(),
+        )));
+    }
+    for inbound in config.inbound.clone() {
+        let jetstream = async_nats::jetstream::new(client.clone());
+        tasks.push(tokio::spawn(inbound::run(
+            engine.clone(),
+            jetstream,
+            inbound,
+            backoff,
+            stopping.clone(),
+        )));
+    }
+    Ok(Connectors { stop, tasks })
+}
+
+/// Exponential backoff from 100 ms up to a maximum.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Backoff {
+    delay_max_ms: u64,
+}
+
+impl Backoff {
+    const FIRST_MS: u64 = 100;
+
+    pub fn new(delay_max_ms: u64) -> Self {
+        Self {
+            delay_max_ms: delay_max_ms.max(Self::FIRST_MS),
+        }
+    }
+
+    /// The pause before attempt `failures + 1`.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(16);
+        Duration::from_millis((Self::FIRST_MS << exponent).min(self.delay_max_ms))
+    }
+
+    /// Sleeps for [`Backoff::delay`], or less if asked to stop; returns whether to go on.
+    pub async fn sleep(&self, failures: u32, stopping: &mut watch::Receiver<bool>) -> bool {
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep(self.delay(failures)) => false,
+            _ = stopping.wait_for(|stop| *stop) => true,
+        };
+        !stopped && !*stopping.borrow()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,280 @@
+//! The outbound publisher: a change-log consumer that publishes every record to
+//! `subject_prefix.<collection>` and commits its cursor once JetStream acknowledged the
+//! whole batch.
+//!
+//! A record's identity is its partition and offset, so the message id (`Nats-Msg-Id`) is
+//! `<instance id>:<partition>:<offset>`: JetStream drops a retry inside its duplicate
+//! window, and a new data directory never collides with an old one's ids. (The cursor of a
+//! record, which the `Sluice-Cursor` header and the payload carry, also holds the other
+//! partitions' positions at the time it was read, which depend on timing: it is a resume
+//! point, not an identity.) After an outage longer than the window, the publisher reads
+//! the stream's last message and skips the records its cursor covers, so a restart
+//! neither loses records nor publishes them twice.
+
+use crate::{Backoff, NatsError};
+use async_nats::jetstream::{self, message::PublishMessage};
+use serde::Deserialize;
+use sluice_core::Cursor;
+use sluice_core::config::{OutboundConfig, OutboundStart};
+use sluice_engine::{ChangesPage, Component, ConsumerOptions, Engine, StartAt};
+use std::borrow::Cow;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub(crate) async fn run(
+    engine: Engine,
+    jetstream: jetstream::Context,
+    config: OutboundConfig,
+    backoff: Backoff,
+    request_timeout: Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let component = engine.component(&format!("nats-outbound:{}", config.stream));
+    let publisher = Publisher {
+        engine: engine.clone(),
+        jetstream,
+        config,
+        request_timeout,
+        component: component.clone(),
+    };
+    let mut failures = 0;
+    loop {
+        match publisher.publish_until_stopped(&mut stopping).await {
+            Ok(()) => return,
+            Err(NatsError::Engine(error)) => {
+                // The engine stopped (shutdown or a failed commit): nothing to retry.
+                tracing::error!(%error, "NATS publisher stops.");
+                component.set_down(format!("stopped: {error}"));
+                return;
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(%error, failures, "NATS publisher failed; retrying with backoff.");
+                component.set_down(error.to_string());
+                if !backoff.sleep(failures, &mut stopping).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Publisher {
+    engine: Engine,
+    jetstream: jetstream::Context,
+    config: OutboundConfig,
+    request_timeout: Duration,
+    component: Component,
+}
+
+/// The members of a change record the publisher needs.
+#[derive(Deserialize)]
+struct RecordHead<'a> {
+    #[serde(borrow)]
+    cursor: Cow<'a, str>,
+    #[serde(borrow)]
+    collection: Cow<'a, str>,
+}
+
+/// The header with the cursor after a record: where a reader resumes the change log.
+pub const CURSOR_HEADER: &str = "Sluice-Cursor";
+
+/// The message id of the change record at `offset` of `partition` in data directory
+/// `instance_id`.
+pub fn message_id(instance_id: &str, partition: usize, offset: u64) -> String {
+    format!("{instance_id}:{partition}:{offset}")
+}
+
+/// The partition and offset of the record whose cursor is `cursor`, read right after
+/// `previous`: exactly one partition moved on by one.
+fn record_position(previous: &Cursor, cursor: &Cursor) -> Option<(usize, u64)> {
+    let mut moved = previous
+        .offsets()
+        .iter()
+        .zip(cursor.offsets())
+        .enumerate()
+        .filter(|(_, (before, after))| before != after);
+    match (moved.next(), moved.next()) {
+        (Some((partition, (before, after))), None) if *after == before + 1 => {
+            Some((partition, *before))
+        }
+        _ => None,
+    }
+}
+
+impl Publisher {
+    /// Ensures the stream, then publishes batch after batch. Returns `Ok` when asked to
+    /// stop, an error when NATS failed (the caller backs off and starts over from the
+    /// committed cursor).
+    async fn publish_until_stopped(
+        &self,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Result<(), NatsError> {
+        let stream = self.ensure_stream().await?;
+        let start = match self.config.start {
+            OutboundStart::Beginning => StartAt::Beginning,
+            OutboundStart::Now => StartAt::Head,
+        };
+        let options = ConsumerOptions {
+            batch_records_max: self.config.batch_records_max,
+            prefetch_batches_max: 2,
+            poll_wait_ms: 1_000,
+        };
+        let mut consumer = self
+            .engine
+            .consumer(&self.config.consumer, start, options)?;
+        let published_through = self.last_published(&stream).await?;
+        self.component.set_up(format!(
+            "publishing to stream {} from cursor {}",
+            self.config.stream,
+            consumer.committed()
+        ));
+        loop {
+            let page = tokio::select! {
+                page = consumer.next_batch() => page,
+                _ = stopping.wait_for(|stop| *stop) => return Ok(()),
+            };
+            let Some(page) = page else {
+                return Ok(());
+            };
+            let page = page?;
+            let start = consumer.committed().clone();
+            self.publish_page(&start, &page, published_through.as_ref())
+                .await?;
+            consumer.commit(&page.next)?;
+        }
+    }
+
+    async fn ensure_stream(&self) -> Result<jetstream::stream::Stream, NatsError> {
+        let config = jetstream::stream::Config {
+            name: self.config.stream.clone(),
+            subjects: vec![format!("{}.>", self.config.subject_prefix)],
+            duplicate_window: Duration::from_secs(self.config.duplicate_window_s),
+            ..Default::default()
+        };
+        self.jetstream
+            .get_or_create_stream(config)
+            .await
+            .map_err(|error| {
+                NatsError::JetStream(format!("stream {}: {error}", self.config.stream))
+            })
+    }
+
+    /// The cursor of the stream's last message, when this data directory published it.
+    async fn last_published(
+        &self,
+        stream: &jetstream::stream::Stream,
+    ) -> Result<Option<Cursor>, NatsError> {
+        let mut stream = stream.clone();
+        let last_sequence = stream
+            .info()
+            .await
+            .map_err(NatsError::jetstream)?
+            .state
+            .last_sequence;
+        if last_sequence == 0 {
+            return Ok(None);
+        }
+        let message = match stream.get_raw_message(last_sequence).await {
+            Ok(message) => message,
+            // Removed meanwhile (limits, purge): nothing to resume after.
+            Err(error) => {
+                tracing::debug!(%error, "Could not read the stream's last message.");
+                return Ok(None);
+            }
+        };
+        let header = |name: &str| {
+            message
+                .headers
+                .get(name)
+                .map(|value| value.as_str().to_owned())
+        };
+        let ours = header(async_nats::header::NATS_MESSAGE_ID.as_ref())
+            .is_some_and(|id| id.split(':').next() == Some(self.engine.instance_id()));
+        if !ours {
+            return Ok(None);
+        }
+        Ok(header(CURSOR_HEADER).and_then(|cursor| self.engine.parse_cursor(&cursor).ok()))
+    }
+
+    /// Publishes every record of `page` (read from `start` on) that `skip_through` does
+    /// not cover, and waits for all acknowledgements.
+    async fn publish_page(
+        &self,
+        start: &Cursor,
+        page: &ChangesPage,
+        skip_through: Option<&Cursor>,
+    ) -> Result<(), NatsError> {
+        let instance_id = self.engine.instance_id();
+        let mut acks = Vec::with_capacity(page.records.len());
+        let mut skipped = 0;
+        let mut previous = start.clone();
+        for record in &page.records {
+            let malformed = |what: &str| {
+                NatsError::Engine(sluice_engine::EngineError::Invalid(format!(
+                    "change record after {previous}: {what}"
+                )))
+            };
+            let head: RecordHead<'_> =
+                serde_json::from_slice(record).map_err(|error| malformed(&error.to_string()))?;
+            let cursor = self.engine.parse_cursor(&head.cursor)?;
+            let (partition, offset) = record_position(&previous, &cursor)
+                .ok_or_else(|| malformed("not the next record"))?;
+            previous = cursor;
+            if skip_through.is_some_and(|through| offset < through.offset(partition)) {
+                skipped += 1;
+                continue;
+            }
+            let subject = format!("{}.{}", self.config.subject_prefix, head.collection);
+            let message = PublishMessage::build()
+                .payload(record.clone().into())
+                .header(CURSOR_HEADER, head.cursor.as_ref())
+                .message_id(message_id(instance_id, partition, offset));
+            let ack = self
+                .jetstream
+                .send_publish(subject, message)
+                .await
+                .map_err(NatsError::jetstream)?;
+            acks.push(ack);
+        }
+        let mut duplicates = 0;
+        let count = acks.len() as u64;
+        for ack in acks {
+            let ack = tokio::time::timeout(self.request_timeout, ack.into_future())
+                .await
+                .map_err(|_| NatsError::JetStream("no publish acknowledgement in time".into()))?
+                .map_err(NatsError::jetstream)?;
+            duplicates += u64::from(ack.duplicate);
+        }
+        self.component.count("published", count - duplicates);
+        self.component.count("duplicate", duplicates);
+        self.component.count("skipped", skipped);
+        self.component.set_up(format!(
+            "publishing to stream {}; last batch ended at {}",
+            self.config.stream, page.next
+        ));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_moves_one_partition_by_one() {
+        let cursor = |offsets: &[u64]| Cursor::from_offsets(offsets.to_vec());
+        assert_eq!(
+            record_position(&cursor(&[3, 5]), &cursor(&[3, 6])),
+            Some((1, 5))
+        );
+        assert_eq!(
+            record_position(&cursor(&[3, 5]), &cursor(&[4, 5])),
+            Some((0, 3))
+        );
+        assert_eq!(record_position(&cursor(&[3, 5]), &cursor(&[3, 5])), None);
+        assert_eq!(record_position(&cursor(&[3, 5]), &cursor(&[4, 6])), None);
+        assert_eq!(record_position(&cursor(&[3, 5]), &cursor(&[3, 7])), None);
+        assert_eq!(message_id("ab12", 1, 5), "ab12:1:5");
+    }
+}
