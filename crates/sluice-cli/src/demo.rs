@@ -1,6 +1,6 @@
 //! `sluice demo`: the healthcare example on a fresh data directory, fed by the generator.
 
-use crate::{generator, open_engine, runtime, shutdown_signal};
+use crate::{generator, open_engine, runtime, serve_with_connectors};
 use anyhow::{Context, Result, bail};
 use sluice_core::Config;
 use sluice_engine::{Engine, input};
@@ -14,11 +14,24 @@ const EXAMPLE_CONFIG: &str = include_str!("../../../examples/healthcare/sluice.t
 const BAD_EVENT_EVERY: u64 = 500;
 const TICK_MS: u64 = 100;
 
-pub fn run(data_dir: Option<PathBuf>, listen: SocketAddr, rate: u64) -> Result<()> {
+pub fn run(
+    data_dir: Option<PathBuf>,
+    listen: SocketAddr,
+    rate: u64,
+    nats: Option<String>,
+) -> Result<()> {
     if let Err(message) = sluice_server::check_listen_address(listen, false) {
         bail!(message);
     }
-    let config = Config::from_toml(EXAMPLE_CONFIG).context("the built-in example config")?;
+    let mut config = Config::from_toml(EXAMPLE_CONFIG).context("the built-in example config")?;
+    if let Some(url) = &nats {
+        // The example config plus a publisher with every default.
+        let text = format!(
+            "{EXAMPLE_CONFIG}\n[nats]\nurl = {}\n[nats.outbound]\n",
+            serde_json::Value::from(url.as_str())
+        );
+        config = Config::from_toml(&text).context("--nats")?;
+    }
     let data_dir = data_dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()))
     });
@@ -29,8 +42,15 @@ pub fn run(data_dir: Option<PathBuf>, listen: SocketAddr, rate: u64) -> Result<(
             .with_context(|| format!("binding {listen}"))?;
         let local = listener.local_addr()?;
         print_banner(local, &data_dir, rate);
+        if let Some(url) = &nats {
+            println!(
+                "Changes are published to NATS at {} (stream SLUICE_CHANGES, subjects sluice.changes.<collection>);\n  \
+                 nats sub 'sluice.changes.>' shows them, {local}/healthz says whether NATS answers.\n",
+                sluice_nats::redact_url(url)
+            );
+        }
         let feeder = tokio::spawn(feed(engine.clone(), rate));
-        sluice_server::serve(engine, listener, shutdown_signal()).await?;
+        serve_with_connectors(engine, listener, config.nats.clone()).await?;
         feeder.abort();
         println!(
             "sluice demo: stopped; the data stays in {}",

@@ -122,6 +122,10 @@ enum Command {
         /// Generated events per second.
         #[arg(long, default_value_t = 200)]
         rate: u64,
+        /// Also publish every change to NATS JetStream at this URL (stream
+        /// SLUICE_CHANGES, subjects sluice.changes.<collection>).
+        #[arg(long)]
+        nats: Option<String>,
     },
 }
 
@@ -179,7 +183,8 @@ fn run(command: Command) -> Result<()> {
             data_dir,
             listen,
             rate,
-        } => demo::run(data_dir, listen, rate),
+            nats,
+        } => demo::run(data_dir, listen, rate, nats),
     }
 }
 
@@ -246,10 +251,31 @@ fn serve(args: &ConfigArgs, listen: Option<SocketAddr>, insecure_no_auth: bool) 
         println!("sluice: listening on http://{local}");
         std::io::stdout().flush()?;
         tracing::info!(%local, data_dir = %data_dir.display(), "Serving.");
-        sluice_server::serve(engine, listener, shutdown_signal()).await?;
-        tracing::info!("Stopped.");
-        Ok(())
+        serve_with_connectors(engine, listener, config.nats).await
     })
+}
+
+/// Serves HTTP, with the NATS connector beside it when configured, until a signal; the
+/// connectors stop after the server, each after its current batch.
+pub(crate) async fn serve_with_connectors(
+    engine: Engine,
+    listener: tokio::net::TcpListener,
+    nats: Option<sluice_core::config::NatsConfig>,
+) -> Result<()> {
+    let connectors = match nats {
+        Some(nats) => Some(
+            sluice_nats::start(engine.clone(), nats)
+                .await
+                .context("starting the NATS connector")?,
+        ),
+        None => None,
+    };
+    sluice_server::serve(engine, listener, shutdown_signal()).await?;
+    if let Some(connectors) = connectors {
+        connectors.stop().await;
+    }
+    tracing::info!("Stopped.");
+    Ok(())
 }
 
 pub(crate) async fn shutdown_signal() {
