@@ -71,6 +71,9 @@ impl Reader {
         &self,
         stopping: &mut watch::Receiver<bool>,
     ) -> Result<(), NatsError> {
+        if !crate::wait_connected(&self.jetstream, &self.component, stopping).await {
+            return Ok(());
+        }
         let config = &self.config;
         let stream = self
             .jetstream

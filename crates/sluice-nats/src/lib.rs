@@ -91,6 +91,32 @@ pub async fn start(engine: Engine, config: NatsConfig) -> Result<Connectors, Nat
     Ok(Connectors { stop, tasks })
 }
 
+/// Waits until the client is connected, saying so on `component` meanwhile; `false` when
+/// asked to stop first. JetStream requests made while disconnected would only time out.
+pub(crate) async fn wait_connected(
+    jetstream: &async_nats::jetstream::Context,
+    component: &sluice_engine::Component,
+    stopping: &mut watch::Receiver<bool>,
+) -> bool {
+    const POLL: Duration = Duration::from_millis(50);
+    let client = jetstream.client();
+    let mut reported = false;
+    while client.connection_state() != async_nats::connection::State::Connected {
+        if !reported {
+            component.set_down("waiting for the NATS connection");
+            reported = true;
+        }
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep(POLL) => false,
+            _ = stopping.wait_for(|stop| *stop) => true,
+        };
+        if stopped {
+            return false;
+        }
+    }
+    true
+}
+
 /// Exponential backoff from 100 ms up to a maximum.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Backoff {

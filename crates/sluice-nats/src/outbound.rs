@@ -110,6 +110,9 @@ impl Publisher {
         &self,
         stopping: &mut watch::Receiver<bool>,
     ) -> Result<(), NatsError> {
+        if !crate::wait_connected(&self.jetstream, &self.component, stopping).await {
+            return Ok(());
+        }
         let stream = self.ensure_stream().await?;
         let start = match self.config.start {
             OutboundStart::Beginning => StartAt::Beginning,
