@@ -10,7 +10,7 @@
 //! event's id: its CloudEvents `id`, else `nats:<stream>:<sequence>`.
 
 use crate::{Backoff, NatsError};
-use async_nats::jetstream::{self, AckKind, consumer::AckPolicy, consumer::pull};
+use async_nats::jetstream::{self, consumer::AckPolicy, consumer::pull};
 use futures_util::StreamExt;
 use sluice_core::config::InboundConfig;
 use sluice_core::event::{self, CollectionSpec, EventError, Limits};
@@ -86,8 +86,10 @@ impl Reader {
                 pull::Config {
                     durable_name: Some(config.consumer.clone()),
                     filter_subject: config.subject.clone(),
-                    // One acknowledgement covers the whole batch before it.
-                    ack_policy: AckPolicy::All,
+                    // Not `All`: messages delivered to an earlier process that died are
+                    // still unacknowledged, and acknowledging a later one must not cover
+                    // them before they are redelivered and applied.
+                    ack_policy: AckPolicy::Explicit,
                     ack_wait: Duration::from_millis(config.ack_wait_ms),
                     max_ack_pending: i64::try_from(config.fetch_messages_max * 4)
                         .unwrap_or(i64::MAX),
@@ -98,8 +100,6 @@ impl Reader {
             .map_err(|error| {
                 NatsError::JetStream(format!("consumer {}: {error}", config.consumer))
             })?;
-        // A consumer created elsewhere may want every message acknowledged.
-        let ack_each = consumer.cached_info().config.ack_policy != AckPolicy::All;
         let messages = consumer
             .stream()
             .max_messages_per_batch(config.fetch_messages_max)
@@ -126,14 +126,8 @@ impl Reader {
                 .collect::<Result<_, _>>()
                 .map_err(NatsError::jetstream)?;
             let results = self.apply(&batch, stopping).await?;
-            if ack_each {
-                for message in &batch {
-                    message.ack().await.map_err(NatsError::jetstream)?;
-                }
-            } else if let Some(last) = batch.last() {
-                last.ack_with(AckKind::Ack)
-                    .await
-                    .map_err(NatsError::jetstream)?;
+            for message in &batch {
+                message.ack().await.map_err(NatsError::jetstream)?;
             }
             self.count(&results);
         }

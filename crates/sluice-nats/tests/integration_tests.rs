@@ -1,33 +1,17 @@
 //! Against a real NATS server with JetStream: `SLUICE_TEST_NATS_URL` (`.ci/run` sets it);
 //! without it every test prints why it is skipped and passes.
 
-use async_nats::jetstream::{self, consumer::pull, stream};
-use futures_util::StreamExt;
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use async_nats::jetstream::{self, stream};
 use serde_json::{Value, json};
 use sluice_core::Config;
 use sluice_engine::Engine;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-
-fn nats_url() -> Option<String> {
-    match std::env::var("SLUICE_TEST_NATS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!(
-                "skipped: set SLUICE_TEST_NATS_URL (e.g. nats://127.0.0.1:4222) to run the NATS tests"
-            );
-            None
-        }
-    }
-}
-
-/// A name no other test run uses, so tests share one server without seeing each other.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos());
-    format!("{prefix}{}x{nanos}", std::process::id())
-}
+use support::{jetstream, nats_url, read_stream, unique};
 
 fn config(nats: &str) -> Config {
     Config::from_toml(&format!(
@@ -50,50 +34,6 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn jetstream(url: &str) -> jetstream::Context {
-    jetstream::new(async_nats::connect(url).await.unwrap())
-}
-
-/// Every message of `stream`: (message id, cursor header, payload).
-async fn read_stream(js: &jetstream::Context, name: &str) -> Vec<(String, String, Value)> {
-    let mut stream = js.get_stream(name).await.unwrap();
-    let count = stream.info().await.unwrap().state.messages as usize;
-    if count == 0 {
-        return Vec::new();
-    }
-    let consumer = stream
-        .create_consumer(pull::Config::default())
-        .await
-        .unwrap();
-    let mut messages = consumer
-        .fetch()
-        .max_messages(count)
-        .expires(Duration::from_secs(5))
-        .messages()
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    while let Some(message) = messages.next().await {
-        let message = message.unwrap();
-        let headers = message.headers.clone().unwrap_or_default();
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .map(|value| value.as_str().to_owned())
-                .unwrap_or_default()
-        };
-        out.push((
-            header("Nats-Msg-Id"),
-            header("Sluice-Cursor"),
-            serde_json::from_slice(&message.payload).unwrap(),
-        ));
-        if out.len() == count {
-            break;
-        }
-    }
-    out
 }
 
 async fn submit(engine: &Engine, collection: &str, ndjson: &str) {

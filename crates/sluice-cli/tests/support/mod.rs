@@ -1,4 +1,8 @@
-//! Shared by the tests that run the real `sluice` binary.
+//! Shared by the tests that run the real `sluice` binary. Each test uses part of it.
+#![allow(dead_code)]
+
+#[cfg(unix)]
+pub mod process;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
