@@ -101,6 +101,27 @@ pub struct ItemResult {
     pub error: Option<String>,
 }
 
+/// Inputs handed to the writers by [`Engine::enqueue`], not yet known to be durable.
+pub struct Queued {
+    count: usize,
+    replies: Vec<oneshot::Receiver<writer::Reply>>,
+}
+
+impl Queued {
+    /// One result per input, in input order, once all of them are durable.
+    pub async fn results(self) -> Result<Vec<ItemResult>, EngineError> {
+        let mut results: Vec<Option<ItemResult>> = vec![None; self.count];
+        for receiver in self.replies {
+            let items = receiver.await.map_err(|_| EngineError::Closed)??;
+            for (index, result) in items {
+                results[index as usize] = Some(result);
+            }
+        }
+        debug_assert!(results.iter().all(Option::is_some));
+        Ok(results.into_iter().flatten().collect())
+    }
+}
+
 /// A stored document, as reads return it.
 #[derive(Clone, Debug)]
 pub struct StoredDoc {
@@ -336,6 +357,18 @@ impl Engine {
         collection: &str,
         inputs: Vec<Input>,
     ) -> Result<Vec<ItemResult>, EngineError> {
+        self.enqueue(collection, inputs).await?.results().await
+    }
+
+    /// The first half of [`Engine::submit`]: once this returns, the inputs are queued
+    /// (whole, or not at all) and are applied after everything queued before them, so a
+    /// caller can queue its next inputs before these are durable and still keep per-key
+    /// order. [`Queued::results`] waits for the durable outcome.
+    pub async fn enqueue(
+        &self,
+        collection: &str,
+        inputs: Vec<Input>,
+    ) -> Result<Queued, EngineError> {
         let collection = self.collection_index(collection)?;
         if self.shared().poisoned.load(Ordering::Acquire) {
             return Err(EngineError::Poisoned);
@@ -385,15 +418,7 @@ impl Engine {
             });
             replies.push(receiver);
         }
-        let mut results: Vec<Option<ItemResult>> = vec![None; count];
-        for receiver in replies {
-            let items = receiver.await.map_err(|_| EngineError::Closed)??;
-            for (index, result) in items {
-                results[index as usize] = Some(result);
-            }
-        }
-        debug_assert!(results.iter().all(Option::is_some));
-        Ok(results.into_iter().flatten().collect())
+        Ok(Queued { count, replies })
     }
 
     pub fn get(&self, collection: &str, key: &Key) -> Result<Option<StoredDoc>, EngineError> {

@@ -12,10 +12,11 @@
 use crate::{Backoff, NatsError};
 use async_nats::jetstream::{self, consumer::AckPolicy, consumer::pull};
 use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use sluice_core::config::InboundConfig;
 use sluice_core::event::{self, CollectionSpec, EventError, Limits};
 use sluice_engine::input::{self, Input};
-use sluice_engine::{Component, Engine, EngineError, ItemResult, Status};
+use sluice_engine::{Component, Engine, EngineError, ItemResult, Queued, Status};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -91,8 +92,11 @@ impl Reader {
                     // them before they are redelivered and applied.
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: Duration::from_millis(config.ack_wait_ms),
-                    max_ack_pending: i64::try_from(config.fetch_messages_max * 4)
-                        .unwrap_or(i64::MAX),
+                    // Room for the batches in flight and the next ones being pulled.
+                    max_ack_pending: i64::try_from(
+                        config.fetch_messages_max * (config.batches_in_flight_max + 2),
+                    )
+                    .unwrap_or(i64::MAX),
                     ..Default::default()
                 },
             )
@@ -111,35 +115,52 @@ impl Reader {
             "reading {} of stream {} into {}",
             config.subject, config.stream, config.collection
         ));
+        // Batches queued in the processor and not yet durable, oldest first: queueing the
+        // next batch before the last one is durable lets the writers commit several at
+        // once, and acknowledging in queue order keeps every message acknowledged only
+        // after its own commit.
+        let mut in_flight = FuturesOrdered::new();
+        let in_flight_max = config.batches_in_flight_max.max(1);
+        let mut stopped = false;
+        let mut stopping_backoff = stopping.clone();
         loop {
-            let batch = tokio::select! {
-                batch = batches.next() => batch,
-                _ = stopping.wait_for(|stop| *stop) => return Ok(()),
-            };
-            let Some(batch) = batch else {
-                return Err(NatsError::JetStream("the message stream ended".into()));
-            };
-            // An error in the batch (a missed heartbeat, say) drops the batch unacknowledged:
-            // JetStream redelivers it to the next reader.
-            let batch: Vec<jetstream::Message> = batch
-                .into_iter()
-                .collect::<Result<_, _>>()
-                .map_err(NatsError::jetstream)?;
-            let results = self.apply(&batch, stopping).await?;
-            for message in &batch {
-                message.ack().await.map_err(NatsError::jetstream)?;
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    let (batch, results): (Vec<jetstream::Message>, Result<Vec<ItemResult>, EngineError>) = done;
+                    self.count(&results?);
+                    for message in &batch {
+                        message.ack().await.map_err(NatsError::jetstream)?;
+                    }
+                }
+                () = crate::stop_requested(stopping), if !stopped => stopped = true,
+                batch = batches.next(), if !stopped && in_flight.len() < in_flight_max => {
+                    let Some(batch) = batch else {
+                        return Err(NatsError::JetStream("the message stream ended".into()));
+                    };
+                    // An error in the batch (a missed heartbeat, say) drops the batch
+                    // unacknowledged: JetStream redelivers it to the next reader.
+                    let batch: Vec<jetstream::Message> = batch
+                        .into_iter()
+                        .collect::<Result<_, _>>()
+                        .map_err(NatsError::jetstream)?;
+                    let queued = self.enqueue(&batch, &mut stopping_backoff).await?;
+                    in_flight.push_back(async move { (batch, queued.results().await) });
+                }
             }
-            self.count(&results);
+            if stopped && in_flight.is_empty() {
+                return Ok(());
+            }
         }
     }
 
-    /// Submits the batch's events until the processor takes them (an overloaded
-    /// processor is waited for, not a reason to drop anything).
-    async fn apply(
+    /// Queues the batch's events in the processor, waiting while it is overloaded (an
+    /// overloaded processor is waited for, not a reason to drop anything).
+    async fn enqueue(
         &self,
         batch: &[jetstream::Message],
         stopping: &mut watch::Receiver<bool>,
-    ) -> Result<Vec<ItemResult>, NatsError> {
+    ) -> Result<Queued, NatsError> {
         let spec = self.engine.collection(&self.config.collection)?;
         let limits = self.engine.event_limits();
         let mut failures = 0;
@@ -158,8 +179,8 @@ impl Reader {
                     )
                 })
                 .collect();
-            match self.engine.submit(&self.config.collection, inputs).await {
-                Ok(results) => return Ok(results),
+            match self.engine.enqueue(&self.config.collection, inputs).await {
+                Ok(queued) => return Ok(queued),
                 Err(EngineError::Overloaded { .. }) => {
                     failures += 1;
                     self.component.count("overloaded", 1);

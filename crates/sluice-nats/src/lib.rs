@@ -91,6 +91,12 @@ pub async fn start(engine: Engine, config: NatsConfig) -> Result<Connectors, Nat
     Ok(Connectors { stop, tasks })
 }
 
+/// Resolves once a stop is asked for (or the sender is gone).
+pub(crate) async fn stop_requested(stopping: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across the caller's awaits.
+    let _ = stopping.wait_for(|stop| *stop).await.map(|_| ());
+}
+
 /// Waits until the client is connected, saying so on `component` meanwhile; `false` when
 /// asked to stop first. JetStream requests made while disconnected would only time out.
 pub(crate) async fn wait_connected(

@@ -867,3 +867,69 @@ fn refuses_public_addresses_without_auth() {
     assert!(error.contains("--insecure-no-auth"), "{error}");
     assert!(check("0.0.0.0:7070".parse().unwrap(), true).is_ok());
 }
+
+#[tokio::test]
+async fn cloudevents_are_accepted_like_partial_documents() {
+    let api = api();
+    let ce = |id: &str, data: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"/emr","type":"doctor.updated","time":"2026-11-01T10:00:00Z","data":{data}}}"#
+        )
+    };
+    let one = api
+        .call(
+            "POST",
+            EVENTS,
+            Some("application/cloudevents+json; charset=utf-8"),
+            ce("e1", r#"{"doctor_id": 7, "updated_at": 3, "city": "Oslo"}"#),
+        )
+        .await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.text);
+    assert_eq!(one.json()["applied"], 1);
+    let batch = format!(
+        "[{}, {}, {}]",
+        ce("e2", r#"{"doctor_id": 7, "updated_at": 4, "name": "Ana"}"#),
+        ce("e3", "[1]"),
+        r#"{"specversion":"1.0","source":"/emr","type":"t","data":{"doctor_id": 8, "updated_at": 1}}"#
+    );
+    let answer = api
+        .call(
+            "POST",
+            EVENTS,
+            Some("application/cloudevents-batch+json"),
+            batch,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let answer = answer.json();
+    assert_eq!(
+        (answer["applied"].clone(), answer["rejected"].clone()),
+        (json!(1), json!(2))
+    );
+    assert!(
+        answer["results"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("CloudEvent: data must be a JSON object"),
+        "{answer}"
+    );
+    assert!(
+        answer["results"][2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"id\" is missing"),
+        "{answer}"
+    );
+    let doc = api.get("/v1/collections/doctor/docs/7").await.json();
+    assert_eq!(
+        doc["doc"],
+        json!({"doctor_id": 7, "updated_at": 4, "city": "Oslo", "name": "Ana"}),
+        "only the data is stored"
+    );
+    let rejected = api.get("/v1/collections/doctor/rejected").await.json();
+    assert_eq!(
+        rejected["rejected"].as_array().map(Vec::len),
+        Some(2),
+        "{rejected}"
+    );
+}
