@@ -50,7 +50,7 @@ pub fn run(
             );
         }
         let feeder = tokio::spawn(feed(engine.clone(), rate));
-        serve_with_connectors(engine, listener, config.nats.clone()).await?;
+        serve_with_connectors(engine, listener, config.nats.clone(), &data_dir).await?;
         feeder.abort();
         println!(
             "sluice demo: stopped; the data stays in {}",
@@ -72,6 +72,8 @@ fn print_banner(local: SocketAddr, data_dir: &std::path::Path, rate: u64) {
          curl -s {base}/v1/collections/doctor/stats\n  \
          curl -s {base}/v1/collections/doctor/rejected\n  \
          curl -s {base}/metrics\n  \
+         curl -s -XPOST {base}/v1/collections/doctor/snapshot\n  \
+         curl -s {base}/v1/sql -d '{{\"sql\": \"SELECT specialty, count(*) AS doctors, avg(rating) AS rating FROM doctor GROUP BY 1 ORDER BY 2 DESC\", \"format\": \"table\"}}'\n  \
          curl -s -XPOST {base}/v1/collections/doctor/events -d '{{\"doctor_id\": 17, \"updated_at\": 1000000, \"location_id\": 3}}'\n\n\
          Ctrl-C stops.",
         data_dir.display()

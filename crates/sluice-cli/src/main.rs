@@ -1,5 +1,6 @@
 //! The `sluice` binary: a thin layer of flags over the engine and the server.
 
+mod analytics;
 mod demo;
 mod generator;
 mod ingest;
@@ -95,6 +96,39 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Archives what is durable and compacts a new Parquet snapshot of a collection
+    /// (from the data directory: stop the server first, or POST
+    /// /v1/collections/NAME/snapshot).
+    Snapshot {
+        #[command(flatten)]
+        config: ConfigArgs,
+        collection: String,
+        /// Only archive the change log into segments; compact later.
+        #[arg(long)]
+        archive_only: bool,
+    },
+    /// Runs read-only SQL over the snapshots; every collection is a table.
+    Query {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// e.g. "SELECT specialty, count(*) FROM doctor GROUP BY 1"
+        sql: String,
+        /// Read each table from its newest snapshot with an id not above this one.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// table, json or csv.
+        #[arg(long, default_value = "table")]
+        format: sluice_snapshot::Format,
+        /// Print the query's own time to standard error.
+        #[arg(long)]
+        timing: bool,
+    },
+    /// Rebuilds the documents of an empty data directory from the latest snapshots and
+    /// the segments after them, and verifies the result.
+    Restore {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Generates synthetic healthcare events as NDJSON.
     Gen {
         /// Which collection's events to write.
@@ -172,6 +206,19 @@ fn run(command: Command) -> Result<()> {
         } => get(&config, &collection, &key),
         Command::Export { config, collection } => export(&config, &collection),
         Command::Subscriptions { config } => subscriptions(&config),
+        Command::Snapshot {
+            config,
+            collection,
+            archive_only,
+        } => analytics::snapshot(&config, &collection, archive_only),
+        Command::Query {
+            config,
+            sql,
+            as_of,
+            format,
+            timing,
+        } => analytics::query(&config, &sql, as_of.as_deref(), format, timing),
+        Command::Restore { config } => analytics::restore(&config),
         Command::Gen {
             collection,
             count,
@@ -251,16 +298,17 @@ fn serve(args: &ConfigArgs, listen: Option<SocketAddr>, insecure_no_auth: bool) 
         println!("sluice: listening on http://{local}");
         std::io::stdout().flush()?;
         tracing::info!(%local, data_dir = %data_dir.display(), "Serving.");
-        serve_with_connectors(engine, listener, config.nats).await
+        serve_with_connectors(engine, listener, config.nats, &data_dir).await
     })
 }
 
-/// Serves HTTP, with the NATS connector beside it when configured, until a signal; the
-/// connectors stop after the server, each after its current batch.
+/// Serves HTTP, with the NATS connector and the snapshot archiver beside it when
+/// configured, until a signal; they stop after the server, each after its current batch.
 pub(crate) async fn serve_with_connectors(
     engine: Engine,
     listener: tokio::net::TcpListener,
     nats: Option<sluice_core::config::NatsConfig>,
+    data_dir: &Path,
 ) -> Result<()> {
     let connectors = match nats {
         Some(nats) => Some(
@@ -270,7 +318,18 @@ pub(crate) async fn serve_with_connectors(
         ),
         None => None,
     };
-    sluice_server::serve(engine, listener, shutdown_signal()).await?;
+    let snapshots = analytics::open(&engine, data_dir)?;
+    let archiving = snapshots
+        .as_ref()
+        .map(sluice_snapshot::Snapshots::start)
+        .transpose()
+        .context("starting the snapshot archiver")?;
+    let api: Option<std::sync::Arc<dyn sluice_server::Analytics>> =
+        snapshots.map(|snapshots| std::sync::Arc::new(analytics::SnapshotApi(snapshots)) as _);
+    sluice_server::serve_with(engine, api, listener, shutdown_signal()).await?;
+    if let Some(archiving) = archiving {
+        archiving.stop().await;
+    }
     if let Some(connectors) = connectors {
         connectors.stop().await;
     }

@@ -2,8 +2,10 @@
 //! the line (serde's `deny_unknown_fields` plus toml's positioned errors).
 
 mod nats;
+mod snapshots;
 
 pub use nats::{InboundConfig, NatsConfig, OutboundConfig, OutboundStart};
+pub use snapshots::{ColumnType, SnapshotsConfig};
 
 use crate::pointer::{Pointer, PointerError};
 use serde::Deserialize;
@@ -15,6 +17,16 @@ pub const LISTEN_DEFAULT: &str = "127.0.0.1:7070";
 pub const PARTITIONS_DEFAULT: u16 = 4;
 pub const PARTITIONS_MAX: u16 = 256;
 pub const KEY_FIELDS_MAX: usize = 8;
+/// Columns every snapshot row has; declared columns cannot take these names.
+pub const RESERVED_COLUMNS: &[&str] = &[
+    "key",
+    "version",
+    "doc",
+    "op",
+    "partition",
+    "offset",
+    "ts_ms",
+];
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +42,9 @@ pub struct Config {
     /// The NATS JetStream connector (`sluice-nats`); off when absent.
     #[serde(default)]
     pub nats: Option<NatsConfig>,
+    /// Archive, Parquet snapshots and SQL (`sluice-snapshot`); off when absent.
+    #[serde(default)]
+    pub snapshots: Option<SnapshotsConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -178,6 +193,10 @@ pub struct CollectionConfig {
     pub version: Option<String>,
     #[serde(default)]
     pub ordering: Ordering,
+    /// Top-level fields copied into typed columns of the Parquet snapshots, beside the
+    /// document's JSON: `columns = { specialty = "string", rating = "double" }`.
+    #[serde(default)]
+    pub columns: std::collections::BTreeMap<String, ColumnType>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +242,9 @@ impl Config {
                 return invalid(format!("collection {:?} is defined twice", collection.name));
             }
         }
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.validate().map_err(ConfigError::Invalid)?;
+        }
         if let Some(nats) = &self.nats {
             let names: Vec<&str> = names.into_iter().collect();
             nats.validate(&names).map_err(ConfigError::Invalid)?;
@@ -256,6 +278,18 @@ impl CollectionConfig {
                 "collection {:?}: key needs 1 to {KEY_FIELDS_MAX} JSON pointers",
                 self.name
             )));
+        }
+        for name in self.columns.keys() {
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !RESERVED_COLUMNS.contains(&name.as_str());
+            if !valid {
+                return Err(ConfigError::Invalid(format!(
+                    "collection {:?}: column {name:?} must be 1 to 64 characters of a-z, A-Z, 0-9 or '_', and not one of {RESERVED_COLUMNS:?}",
+                    self.name
+                )));
+            }
         }
         for text in self.key.iter().chain(self.version.iter()) {
             let pointer = Pointer::parse(text).map_err(|source| ConfigError::Pointer {

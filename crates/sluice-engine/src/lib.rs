@@ -6,6 +6,7 @@
 //!
 //! It knows nothing about HTTP: the server and the CLI both drive it through [`Engine`].
 
+mod backoff;
 pub mod component;
 pub mod consumer;
 pub mod input;
@@ -15,6 +16,7 @@ pub mod subscription;
 mod sync;
 mod writer;
 
+pub use backoff::Backoff;
 pub use component::{Component, ComponentStatus};
 pub use consumer::{Consumer, ConsumerOptions, Lag, StartAt};
 pub use input::{BodyError, BodyFormat, Input};

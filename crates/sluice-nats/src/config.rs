@@ -1,7 +1,8 @@
 //! Connection options from `[nats]`.
 
-use crate::{Backoff, NatsError};
+use crate::NatsError;
 use sluice_core::config::NatsConfig;
+use sluice_engine::Backoff;
 use sluice_engine::Engine;
 use std::time::Duration;
 

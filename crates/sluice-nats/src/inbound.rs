@@ -9,12 +9,13 @@
 //! or a no-op by version, or, in collections without a version field, dropped by the
 //! event's id: its CloudEvents `id`, else `nats:<stream>:<sequence>`.
 
-use crate::{Backoff, NatsError};
+use crate::NatsError;
 use async_nats::jetstream::{self, consumer::AckPolicy, consumer::pull};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use sluice_core::config::InboundConfig;
 use sluice_core::event::{self, CollectionSpec, EventError, Limits};
+use sluice_engine::Backoff;
 use sluice_engine::input::{self, Input};
 use sluice_engine::{Component, Engine, EngineError, ItemResult, Queued, Status};
 use std::time::Duration;
@@ -51,7 +52,7 @@ pub(crate) async fn run(
                 failures += 1;
                 tracing::warn!(%error, failures, stream = %reader.config.stream, "NATS inbound reader failed; retrying with backoff.");
                 component.set_down(error.to_string());
-                if !backoff.sleep(failures, &mut stopping).await {
+                if !crate::sleep(backoff, failures, &mut stopping).await {
                     return;
                 }
             }
@@ -184,7 +185,7 @@ impl Reader {
                 Err(EngineError::Overloaded { .. }) => {
                     failures += 1;
                     self.component.count("overloaded", 1);
-                    if !self.backoff.sleep(failures, stopping).await {
+                    if !crate::sleep(self.backoff, failures, stopping).await {
                         return Err(NatsError::Engine(EngineError::Closed));
                     }
                 }

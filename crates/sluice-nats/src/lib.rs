@@ -22,7 +22,7 @@ pub use inbound::inbound_input;
 pub use outbound::message_id;
 
 use sluice_core::config::NatsConfig;
-use sluice_engine::Engine;
+use sluice_engine::{Backoff, Engine};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -123,35 +123,17 @@ pub(crate) async fn wait_connected(
     true
 }
 
-/// Exponential backoff from 100 ms up to a maximum.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Backoff {
-    delay_max_ms: u64,
-}
-
-impl Backoff {
-    const FIRST_MS: u64 = 100;
-
-    pub fn new(delay_max_ms: u64) -> Self {
-        Self {
-            delay_max_ms: delay_max_ms.max(Self::FIRST_MS),
-        }
-    }
-
-    /// The pause before attempt `failures + 1`.
-    pub fn delay(&self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(16);
-        Duration::from_millis((Self::FIRST_MS << exponent).min(self.delay_max_ms))
-    }
-
-    /// Sleeps for [`Backoff::delay`], or less if asked to stop; returns whether to go on.
-    pub async fn sleep(&self, failures: u32, stopping: &mut watch::Receiver<bool>) -> bool {
-        let stopped = tokio::select! {
-            _ = tokio::time::sleep(self.delay(failures)) => false,
-            _ = stopping.wait_for(|stop| *stop) => true,
-        };
-        !stopped && !*stopping.borrow()
-    }
+/// Sleeps for the backoff's delay, or less if asked to stop; returns whether to go on.
+pub(crate) async fn sleep(
+    backoff: Backoff,
+    failures: u32,
+    stopping: &mut watch::Receiver<bool>,
+) -> bool {
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(backoff.delay(failures)) => false,
+        _ = stopping.wait_for(|stop| *stop) => true,
+    };
+    !stopped && !*stopping.borrow()
 }
 
 #[cfg(test)]

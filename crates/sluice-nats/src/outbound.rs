@@ -11,11 +11,12 @@
 //! the stream's last message and skips the records its cursor covers, so a restart
 //! neither loses records nor publishes them twice.
 
-use crate::{Backoff, NatsError};
+use crate::NatsError;
 use async_nats::jetstream::{self, message::PublishMessage};
 use serde::Deserialize;
 use sluice_core::Cursor;
 use sluice_core::config::{OutboundConfig, OutboundStart};
+use sluice_engine::Backoff;
 use sluice_engine::{ChangesPage, Component, ConsumerOptions, Engine, StartAt};
 use std::borrow::Cow;
 use std::time::Duration;
@@ -51,7 +52,7 @@ pub(crate) async fn run(
                 failures += 1;
                 tracing::warn!(%error, failures, "NATS publisher failed; retrying with backoff.");
                 component.set_down(error.to_string());
-                if !backoff.sleep(failures, &mut stopping).await {
+                if !crate::sleep(backoff, failures, &mut stopping).await {
                     return;
                 }
             }

@@ -1,10 +1,9 @@
 //! Unit tests: what a message becomes, and the connector's small rules.
 
-use crate::{Backoff, inbound_input, redact_url};
+use crate::{inbound_input, redact_url};
 use sluice_core::event::{CollectionSpec, Limits};
 use sluice_core::{Config, Pointer};
 use sluice_engine::Input;
-use std::time::Duration;
 
 const LIMITS: Limits = Limits {
     event_bytes_max: 128,
@@ -76,15 +75,6 @@ fn urls_lose_their_credentials() {
         "tls://***@a:1,nats://b:2"
     );
     assert_eq!(redact_url("user:pw@host"), "***@host");
-}
-
-#[test]
-fn backoff_doubles_up_to_its_maximum() {
-    let backoff = Backoff::new(1_000);
-    let delays: Vec<Duration> = (1..=6).map(|failures| backoff.delay(failures)).collect();
-    let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
-    assert_eq!(ms, vec![100, 200, 400, 800, 1_000, 1_000]);
-    assert_eq!(backoff.delay(u32::MAX).as_millis(), 1_000);
 }
 
 #[test]

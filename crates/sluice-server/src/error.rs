@@ -30,6 +30,13 @@ pub enum ErrorKind {
     Overloaded,
     StoreUnavailable,
     ShuttingDown,
+    InvalidSql,
+    TooManyRows,
+    QueryTimeout,
+    UnknownSnapshot,
+    SnapshotsNotConfigured,
+    ObjectStoreUnavailable,
+    SnapshotCorrupt,
     Internal,
 }
 
@@ -58,6 +65,13 @@ impl ErrorKind {
             Overloaded => ("overloaded", StatusCode::SERVICE_UNAVAILABLE),
             StoreUnavailable => ("store_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             ShuttingDown => ("shutting_down", StatusCode::SERVICE_UNAVAILABLE),
+            InvalidSql => ("invalid_sql", StatusCode::BAD_REQUEST),
+            TooManyRows => ("too_many_rows", StatusCode::BAD_REQUEST),
+            QueryTimeout => ("query_timeout", StatusCode::BAD_REQUEST),
+            UnknownSnapshot => ("unknown_snapshot", StatusCode::NOT_FOUND),
+            SnapshotsNotConfigured => ("snapshots_not_configured", StatusCode::NOT_FOUND),
+            ObjectStoreUnavailable => ("object_store_unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            SnapshotCorrupt => ("snapshot_corrupt", StatusCode::INTERNAL_SERVER_ERROR),
             Internal => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }

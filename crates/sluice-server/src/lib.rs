@@ -1,8 +1,10 @@
 //! Sluice's HTTP API (axum). The only crate that knows HTTP: it turns requests into
 //! engine calls and engine results into JSON, with one error table (`error.rs`).
 
+pub mod analytics;
 mod error;
 
+pub use analytics::Analytics;
 pub use error::{ApiError, ErrorKind};
 
 use axum::body::{Body, Bytes};
@@ -30,6 +32,8 @@ struct AppState {
     /// Turns true when the server shuts down: open event streams and long polls end,
     /// so that a graceful shutdown does not wait for them.
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// SQL and snapshots, when the binary plugged them in.
+    analytics: Option<Arc<dyn Analytics>>,
 }
 
 /// Refuses a non-loopback address unless auth is explicitly waived: until access tokens
@@ -47,9 +51,14 @@ pub fn check_listen_address(address: SocketAddr, insecure_no_auth: bool) -> Resu
 }
 
 pub fn router(engine: Engine) -> Router {
+    router_with(engine, None)
+}
+
+/// [`router`], with SQL and snapshots answered by `analytics`.
+pub fn router_with(engine: Engine, analytics: Option<Arc<dyn Analytics>>) -> Router {
     // No sender: this router's streams stop only when their clients go (see `stopped`).
     let (_, stopping) = tokio::sync::watch::channel(false);
-    build_router(engine, stopping)
+    build_router(engine, stopping, analytics)
 }
 
 /// Resolves when the server begins to shut down; never, for a router built without
@@ -60,13 +69,18 @@ async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-fn build_router(engine: Engine, stopping: tokio::sync::watch::Receiver<bool>) -> Router {
+fn build_router(
+    engine: Engine,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    analytics: Option<Arc<dyn Analytics>>,
+) -> Router {
     let limits = engine.config().limits.clone();
     let state = AppState {
         ingest_permits: Arc::new(Semaphore::new(limits.ingest_requests_max.max(1))),
         stream_permits: Arc::new(Semaphore::new(limits.streams_max.max(1))),
         stopping,
         engine,
+        analytics,
     };
     let ingest = Router::new()
         .route(
@@ -97,6 +111,11 @@ fn build_router(engine: Engine, stopping: tokio::sync::watch::Receiver<bool>) ->
             "/v1/subscriptions/{name}/ack",
             axum::routing::post(ack_subscription),
         )
+        .route("/v1/sql", axum::routing::post(post_sql))
+        .route(
+            "/v1/collections/{name}/snapshot",
+            axum::routing::post(post_snapshot),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .merge(ingest)
@@ -121,8 +140,18 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(engine, None, listener, shutdown).await
+}
+
+/// [`serve`], with SQL and snapshots answered by `analytics`.
+pub async fn serve_with(
+    engine: Engine,
+    analytics: Option<Arc<dyn Analytics>>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    axum::serve(listener, build_router(engine, stopping))
+    axum::serve(listener, build_router(engine, stopping, analytics))
         .with_graceful_shutdown(async move {
             shutdown.await;
             stop.send_replace(true);
@@ -645,6 +674,30 @@ async fn ack_subscription(
     let body: AckBody = json_body(&body)?;
     let cursor = state.engine.parse_cursor(&body.cursor)?;
     Ok(Json(state.engine.ack_subscription(&name, &cursor)?).into_response())
+}
+
+fn analytics(state: &AppState) -> Result<&Arc<dyn Analytics>, ApiError> {
+    state.analytics.as_ref().ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::SnapshotsNotConfigured,
+            "snapshots are not configured: add a [snapshots] section to sluice.toml",
+        )
+    })
+}
+
+async fn post_sql(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let request: analytics::SqlRequest = json_body(&body)?;
+    let answer = analytics(&state)?.sql(request).await?;
+    Ok(([(header::CONTENT_TYPE, answer.content_type)], answer.body).into_response())
+}
+
+async fn post_snapshot(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    state.engine.collection(&name)?;
+    let manifest = analytics(&state)?.snapshot(name).await?;
+    Ok(Json(manifest).into_response())
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -1,0 +1,284 @@
+//! The snapshot compactor: new snapshot = last snapshot ∪ segments since, keeping the
+//! newest row per key (the highest offset: a key lives in one partition) and dropping
+//! keys whose newest row is a delete. Files first, then the manifest, then `LATEST`: a
+//! failed compaction never replaces a good snapshot. Segments are deleted only once the
+//! new snapshot that covers them is in place; old snapshots beyond `snapshots_kept` go
+//! after that.
+
+use crate::archiver::END_KEY;
+use crate::layout::Layout;
+use crate::objects::{Manifest, ManifestFile, Objects, STORE_URL, snapshot_id};
+use crate::{SnapshotError, checksum_rows, datafusion_error, session};
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::prelude::ParquetReadOptions;
+use futures_util::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use sluice_core::Cursor;
+use sluice_core::config::SnapshotsConfig;
+use std::sync::Arc;
+
+/// Rows per snapshot file.
+const FILE_ROWS_MAX: u64 = 1 << 20;
+
+/// What a compaction reports as it goes.
+#[derive(Clone, Debug)]
+pub enum Progress {
+    Reading { segments: usize },
+    Written { rows: u64 },
+}
+
+pub async fn compact(
+    objects: &Objects,
+    layout: &Layout,
+    config: &SnapshotsConfig,
+    partitions: usize,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<Manifest, SnapshotError> {
+    let collection = layout.collection.as_str();
+    let previous = objects.latest(collection).await?;
+    let segments: Vec<(Path, u64)> = objects
+        .list(&objects.segment_dir(collection))
+        .await?
+        .into_iter()
+        .filter(|(path, _)| path.as_ref().ends_with(".parquet"))
+        .collect();
+    if segments.is_empty()
+        && let Some(previous) = previous
+    {
+        return Ok(previous);
+    }
+    progress(Progress::Reading {
+        segments: segments.len(),
+    });
+    let mut cursor = match &previous {
+        Some(manifest) => {
+            Cursor::parse(&manifest.cursor, partitions).map_err(|error| SnapshotError::Corrupt {
+                file: objects.manifest_path(collection, &manifest.id).to_string(),
+                message: format!("cursor: {error}"),
+            })?
+        }
+        None => Cursor::start(partitions),
+    };
+    for (path, size) in &segments {
+        let end = segment_end(objects, path, *size, partitions).await?;
+        cursor = max_cursor(&cursor, &end);
+    }
+    let ctx = session(objects, config)?;
+    let mut inputs: Vec<String> = segments
+        .iter()
+        .map(|(path, _)| format!("{STORE_URL}{path}"))
+        .collect();
+    if let Some(previous) = &previous {
+        inputs.extend(previous.files.iter().map(|file| {
+            format!(
+                "{STORE_URL}{}",
+                objects.snapshot_file(collection, &previous.id, file.name.as_str())
+            )
+        }));
+    }
+    let id = snapshot_id(match &previous {
+        Some(previous) => previous.id.parse::<u64>().unwrap_or(0) + 1,
+        None => 1,
+    });
+    let columns: Vec<String> = layout
+        .schema
+        .fields()
+        .iter()
+        .map(|field| format!("\"{}\"", field.name()))
+        .collect();
+    let columns = columns.join(", ");
+    let rows = if inputs.is_empty() {
+        None
+    } else {
+        let options = ParquetReadOptions::default().schema(&layout.schema);
+        let frame = ctx
+            .read_parquet(inputs, options)
+            .await
+            .map_err(datafusion_error)?;
+        ctx.register_table("changes", frame.into_view())
+            .map_err(datafusion_error)?;
+        let sql = format!(
+            "SELECT {columns} FROM (\
+               SELECT *, row_number() OVER (PARTITION BY key ORDER BY \"offset\" DESC) AS sluice_rank \
+               FROM changes) \
+             WHERE sluice_rank = 1 AND op = 'upsert'"
+        );
+        Some(ctx.sql(&sql).await.map_err(datafusion_error)?)
+    };
+    // Leftovers of an attempt that died before its manifest: this id was never visible.
+    let directory = objects.snapshot_dir(collection, &id);
+    for (path, _) in objects.list(&directory).await? {
+        objects.delete(&path).await?;
+    }
+    let mut files = Vec::new();
+    let mut total_rows = 0u64;
+    let mut checksum = 0u64;
+    if let Some(frame) = rows {
+        let mut stream = frame.execute_stream().await.map_err(datafusion_error)?;
+        let mut writer: Option<(
+            String,
+            AsyncArrowWriter<object_store::buffered::BufWriter>,
+            u64,
+        )> = None;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(datafusion_error)?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            checksum = checksum.wrapping_add(checksum_rows(&batch)?);
+            let (_, current, rows) = match &mut writer {
+                Some(open) => open,
+                None => {
+                    let name = format!("part-{:05}.parquet", files.len());
+                    let path = directory.clone().join(name.as_str());
+                    let properties = WriterProperties::builder()
+                        .set_compression(Compression::SNAPPY)
+                        .build();
+                    let sink = object_store::buffered::BufWriter::new(
+                        Arc::clone(&objects.store),
+                        path.clone(),
+                    );
+                    let created = AsyncArrowWriter::try_new(
+                        sink,
+                        Arc::clone(&layout.schema),
+                        Some(properties),
+                    )
+                    .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?;
+                    writer.insert((name, created, 0))
+                }
+            };
+            current
+                .write(&batch)
+                .await
+                .map_err(|error| SnapshotError::Store(format!("{directory}: {error}")))?;
+            *rows += batch.num_rows() as u64;
+            total_rows += batch.num_rows() as u64;
+            if *rows >= FILE_ROWS_MAX
+                && let Some((name, full, rows)) = writer.take()
+            {
+                files.push(close_file(objects, &directory, name, full, rows).await?);
+                progress(Progress::Written { rows: total_rows });
+            }
+        }
+        if let Some((name, last, rows)) = writer.take() {
+            files.push(close_file(objects, &directory, name, last, rows).await?);
+        }
+    }
+    progress(Progress::Written { rows: total_rows });
+    let manifest = Manifest {
+        id: id.clone(),
+        collection: collection.to_owned(),
+        created_ms: crate::now_ms(),
+        cursor: cursor.to_string(),
+        rows: total_rows,
+        checksum: format!("{checksum:016x}"),
+        files,
+        schema: layout
+            .schema
+            .fields()
+            .iter()
+            .map(|field| (field.name().clone(), field.data_type().to_string()))
+            .collect(),
+    };
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest)
+        .map_err(|error| SnapshotError::Internal(error.to_string()))?;
+    objects
+        .put_bytes(&objects.manifest_path(collection, &id), manifest_bytes)
+        .await?;
+    // Read back before switching: a snapshot that does not check out never becomes LATEST.
+    objects.manifest(collection, &id).await?;
+    objects
+        .put_bytes(&objects.latest_path(collection), id.clone().into_bytes())
+        .await?;
+    tracing::info!(collection, snapshot = %id, rows = total_rows, cursor = %manifest.cursor, "Snapshot written.");
+    for (path, _) in &segments {
+        objects.delete(path).await?;
+    }
+    let ids = objects.snapshot_ids(collection).await?;
+    let excess = ids.len().saturating_sub(config.snapshots_kept.max(1));
+    for old in &ids[..excess] {
+        for (path, _) in objects.list(&objects.snapshot_dir(collection, old)).await? {
+            objects.delete(&path).await?;
+        }
+    }
+    Ok(manifest)
+}
+
+async fn close_file(
+    objects: &Objects,
+    directory: &Path,
+    name: String,
+    writer: AsyncArrowWriter<object_store::buffered::BufWriter>,
+    rows: u64,
+) -> Result<ManifestFile, SnapshotError> {
+    let path = directory.clone().join(name.as_str());
+    writer
+        .close()
+        .await
+        .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?;
+    let bytes = objects
+        .store
+        .head(&path)
+        .await
+        .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?
+        .size;
+    Ok(ManifestFile { name, bytes, rows })
+}
+
+/// The end cursor a segment's footer records; reading it also checks the footer.
+pub async fn segment_end(
+    objects: &Objects,
+    path: &Path,
+    size: u64,
+    partitions: usize,
+) -> Result<Cursor, SnapshotError> {
+    let corrupt = |message: String| SnapshotError::Corrupt {
+        file: path.to_string(),
+        message,
+    };
+    const FOOTER_BYTES: u64 = 8;
+    if size < FOOTER_BYTES + 4 {
+        return Err(corrupt(format!("{size} bytes: too short for Parquet")));
+    }
+    let fetch = |range: std::ops::Range<u64>| objects.store.get_range(path, range);
+    let tail = fetch(size - FOOTER_BYTES..size)
+        .await
+        .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?;
+    let tail: [u8; 8] = tail
+        .as_ref()
+        .try_into()
+        .map_err(|_| corrupt("short read of the footer".into()))?;
+    let footer = FooterTail::try_new(&tail).map_err(|error| corrupt(error.to_string()))?;
+    let metadata_bytes = footer.metadata_length() as u64;
+    if metadata_bytes + FOOTER_BYTES > size {
+        return Err(corrupt(format!(
+            "the footer claims {metadata_bytes} bytes of metadata in a {size}-byte file"
+        )));
+    }
+    let raw = fetch(size - FOOTER_BYTES - metadata_bytes..size - FOOTER_BYTES)
+        .await
+        .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?;
+    let metadata =
+        ParquetMetaDataReader::decode_metadata(&raw).map_err(|error| corrupt(error.to_string()))?;
+    let end = metadata
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|pairs| pairs.iter().find(|pair| pair.key == END_KEY))
+        .and_then(|pair| pair.value.clone())
+        .ok_or_else(|| corrupt(format!("no {END_KEY} in the footer: not a Sluice segment")))?;
+    Cursor::parse(&end, partitions).map_err(|error| corrupt(format!("{END_KEY}: {error}")))
+}
+
+fn max_cursor(a: &Cursor, b: &Cursor) -> Cursor {
+    Cursor::from_offsets(
+        a.offsets()
+            .iter()
+            .zip(b.offsets())
+            .map(|(a, b)| *a.max(b))
+            .collect(),
+    )
+}

@@ -1,0 +1,263 @@
+//! The columns of a collection's segments and snapshots, and change records to Arrow.
+//!
+//! Every row has `key` (the key as JSON text: a scalar, or an array for composite keys),
+//! one text column per key field (named after the pointer's last token; key identity is
+//! textual in Sluice, so `17` and `"17"` are one document), `version` (the integer
+//! version, or nanoseconds since the epoch for RFC 3339 versions), `doc` (the document's
+//! JSON; null for a delete), `op` (`upsert` or `delete`; snapshots hold upserts only),
+//! `partition` and `offset` (the change record's position: the newest per key wins a
+//! merge), `ts_ms` (commit time), then the collection's declared columns.
+
+use crate::SnapshotError;
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde_json::Value;
+use sluice_core::config::{ColumnType, RESERVED_COLUMNS};
+use sluice_core::{CollectionConfig, Pointer, Version};
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub collection: String,
+    /// (column name, pointer into the document)
+    key_columns: Vec<(String, Pointer)>,
+    extra_columns: Vec<(String, ColumnType)>,
+    pub schema: SchemaRef,
+}
+
+impl Layout {
+    pub fn new(config: &CollectionConfig) -> Result<Self, SnapshotError> {
+        let mut key_columns = Vec::new();
+        for text in &config.key {
+            let pointer =
+                Pointer::parse(text).map_err(|error| SnapshotError::Config(error.to_string()))?;
+            let token = pointer.tokens().last().cloned().unwrap_or_default();
+            let mut name: String = token
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            if RESERVED_COLUMNS.contains(&name.as_str()) || name.is_empty() {
+                name = format!("key_{name}");
+            }
+            key_columns.push((name, pointer));
+        }
+        let extra_columns: Vec<(String, ColumnType)> = config
+            .columns
+            .iter()
+            .map(|(name, kind)| (name.clone(), *kind))
+            .collect();
+        let mut fields = vec![Field::new("key", DataType::Utf8, false)];
+        for (name, _) in &key_columns {
+            fields.push(Field::new(name, DataType::Utf8, true));
+        }
+        fields.extend([
+            Field::new("version", DataType::Int64, true),
+            Field::new("doc", DataType::Utf8, true),
+            Field::new("op", DataType::Utf8, false),
+            Field::new("partition", DataType::Int32, false),
+            Field::new("offset", DataType::Int64, false),
+            Field::new("ts_ms", DataType::Int64, false),
+        ]);
+        for (name, kind) in &extra_columns {
+            if key_columns.iter().any(|(key, _)| key == name) {
+                return Err(SnapshotError::Config(format!(
+                    "collection {:?}: column {name:?} is also a key column",
+                    config.name
+                )));
+            }
+            fields.push(Field::new(name, arrow_type(*kind), true));
+        }
+        Ok(Self {
+            collection: config.name.clone(),
+            key_columns,
+            extra_columns,
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    pub fn builder(&self) -> RowsBuilder<'_> {
+        RowsBuilder {
+            layout: self,
+            key: StringBuilder::new(),
+            key_parts: self
+                .key_columns
+                .iter()
+                .map(|_| StringBuilder::new())
+                .collect(),
+            version: Int64Builder::new(),
+            doc: StringBuilder::new(),
+            op: StringBuilder::new(),
+            partition: Int32Builder::new(),
+            offset: Int64Builder::new(),
+            ts_ms: Int64Builder::new(),
+            extras: self
+                .extra_columns
+                .iter()
+                .map(|(_, kind)| ExtraBuilder::new(*kind))
+                .collect(),
+            rows: 0,
+            bytes: 0,
+        }
+    }
+}
+
+fn arrow_type(kind: ColumnType) -> DataType {
+    match kind {
+        ColumnType::String => DataType::Utf8,
+        ColumnType::Long => DataType::Int64,
+        ColumnType::Double => DataType::Float64,
+        ColumnType::Boolean => DataType::Boolean,
+    }
+}
+
+enum ExtraBuilder {
+    String(StringBuilder),
+    Long(Int64Builder),
+    Double(Float64Builder),
+    Boolean(BooleanBuilder),
+}
+
+impl ExtraBuilder {
+    fn new(kind: ColumnType) -> Self {
+        match kind {
+            ColumnType::String => ExtraBuilder::String(StringBuilder::new()),
+            ColumnType::Long => ExtraBuilder::Long(Int64Builder::new()),
+            ColumnType::Double => ExtraBuilder::Double(Float64Builder::new()),
+            ColumnType::Boolean => ExtraBuilder::Boolean(BooleanBuilder::new()),
+        }
+    }
+
+    /// A value of another type than declared is null, not an error: the document is the
+    /// truth, the column a convenience.
+    fn push(&mut self, value: Option<&Value>) {
+        match self {
+            ExtraBuilder::String(builder) => match value {
+                Some(Value::String(text)) => builder.append_value(text),
+                Some(Value::Null) | None => builder.append_null(),
+                Some(other) => builder.append_value(other.to_string()),
+            },
+            ExtraBuilder::Long(builder) => builder.append_option(value.and_then(Value::as_i64)),
+            ExtraBuilder::Double(builder) => builder.append_option(value.and_then(Value::as_f64)),
+            ExtraBuilder::Boolean(builder) => builder.append_option(value.and_then(Value::as_bool)),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ExtraBuilder::String(builder) => Arc::new(builder.finish()),
+            ExtraBuilder::Long(builder) => Arc::new(builder.finish()),
+            ExtraBuilder::Double(builder) => Arc::new(builder.finish()),
+            ExtraBuilder::Boolean(builder) => Arc::new(builder.finish()),
+        }
+    }
+}
+
+/// One change record, as the archiver reads it from the change log.
+#[derive(serde::Deserialize)]
+pub struct ChangeRow<'a> {
+    pub collection: &'a str,
+    pub key: Value,
+    pub op: &'a str,
+    pub version: Option<Value>,
+    #[serde(borrow)]
+    pub doc: Option<&'a serde_json::value::RawValue>,
+    pub ts_ms: i64,
+}
+
+pub struct RowsBuilder<'a> {
+    layout: &'a Layout,
+    key: StringBuilder,
+    key_parts: Vec<StringBuilder>,
+    version: Int64Builder,
+    doc: StringBuilder,
+    op: StringBuilder,
+    partition: Int32Builder,
+    offset: Int64Builder,
+    ts_ms: Int64Builder,
+    extras: Vec<ExtraBuilder>,
+    pub rows: usize,
+    /// Bytes of JSON appended (what segment rolling counts).
+    pub bytes: usize,
+}
+
+impl RowsBuilder<'_> {
+    /// Appends a change record at `partition`/`offset`.
+    pub fn push(
+        &mut self,
+        row: &ChangeRow<'_>,
+        partition: u16,
+        offset: u64,
+    ) -> Result<(), SnapshotError> {
+        let key_text = row.key.to_string();
+        self.key.append_value(&key_text);
+        let parts: Vec<&Value> = match &row.key {
+            Value::Array(parts) if self.layout.key_columns.len() > 1 => parts.iter().collect(),
+            single => vec![single],
+        };
+        for (builder, part) in self.key_parts.iter_mut().zip(parts) {
+            match part {
+                Value::String(text) => builder.append_value(text),
+                other => builder.append_value(other.to_string()),
+            }
+        }
+        let version = match &row.version {
+            Some(value @ (Value::Number(_) | Value::String(_))) => Version::from_json(value, "/")
+                .ok()
+                .map(|version| match version {
+                    Version::Int(number) | Version::Time(number) => number,
+                }),
+            _ => None,
+        };
+        self.version.append_option(version);
+        let doc: Option<serde_json::Map<String, Value>> = match row.doc {
+            Some(raw) if raw.get() != "null" => {
+                self.doc.append_value(raw.get());
+                let members = if self.extras.is_empty() {
+                    None
+                } else {
+                    Some(serde_json::from_str(raw.get()).map_err(|error| {
+                        SnapshotError::Internal(format!("a change record's document: {error}"))
+                    })?)
+                };
+                self.bytes += raw.get().len();
+                members
+            }
+            _ => {
+                self.doc.append_null();
+                None
+            }
+        };
+        self.op.append_value(row.op);
+        self.partition.append_value(i32::from(partition));
+        self.offset
+            .append_value(i64::try_from(offset).unwrap_or(i64::MAX));
+        self.ts_ms.append_value(row.ts_ms);
+        for ((name, _), builder) in self.layout.extra_columns.iter().zip(&mut self.extras) {
+            builder.push(doc.as_ref().and_then(|doc| doc.get(name)));
+        }
+        self.rows += 1;
+        self.bytes += key_text.len() + 48;
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<RecordBatch, SnapshotError> {
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(self.key.finish())];
+        for builder in &mut self.key_parts {
+            columns.push(Arc::new(builder.finish()));
+        }
+        columns.push(Arc::new(self.version.finish()));
+        columns.push(Arc::new(self.doc.finish()));
+        columns.push(Arc::new(self.op.finish()));
+        columns.push(Arc::new(self.partition.finish()));
+        columns.push(Arc::new(self.offset.finish()));
+        columns.push(Arc::new(self.ts_ms.finish()));
+        for builder in &mut self.extras {
+            columns.push(builder.finish());
+        }
+        RecordBatch::try_new(Arc::clone(&self.layout.schema), columns)
+            .map_err(|error| SnapshotError::Internal(error.to_string()))
+    }
+}
