@@ -34,3 +34,9 @@ target/release/sluice-load --addr 127.0.0.1:7077 --mode batch --batch-events 100
 target/release/sluice-load --addr 127.0.0.1:7077 --mode single --rate 2000 --connections 16 --duration-s 10
 target/release/sluice-load --addr 127.0.0.1:7077 --mode freshness --rate 5000 --connections 32 --duration-s 10
 curl -s http://127.0.0.1:7077/metrics | grep -E "^sluice_(commit|sync)_seconds_(sum|count)|^sluice_batch_events_(sum|count)"
+
+echo "## NATS JetStream inbound vs a bare async-nats loop (5 runs)"
+for _ in 1 2 3 4 5; do target/release/sluice-nats-bench --messages 200000; done
+
+echo "## snapshots: compaction of 1M documents + 1M changes, GROUP BY, against DuckDB"
+./bench/snapshot.sh 1000000

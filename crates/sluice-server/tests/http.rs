@@ -933,3 +933,93 @@ async fn cloudevents_are_accepted_like_partial_documents() {
         "{rejected}"
     );
 }
+
+/// The SQL and snapshot routes, with an `Analytics` that answers what it is told: the
+/// HTTP mapping (codes, statuses, media types) is what is tested here; the real
+/// implementation is tested in `sluice-snapshot`.
+struct ScriptedAnalytics;
+
+impl sluice_server::Analytics for ScriptedAnalytics {
+    fn sql(
+        &self,
+        request: sluice_server::analytics::SqlRequest,
+    ) -> sluice_server::analytics::BoxFuture<
+        Result<sluice_server::analytics::SqlAnswer, sluice_server::analytics::AnalyticsError>,
+    > {
+        use sluice_server::analytics::{AnalyticsError, AnalyticsErrorKind, SqlAnswer};
+        Box::pin(async move {
+            match request.sql.as_str() {
+                "SELECT 1" => Ok(SqlAnswer {
+                    content_type: "text/csv; charset=utf-8",
+                    body: b"x\n1\n".to_vec(),
+                }),
+                "BIG" => Err(AnalyticsError {
+                    kind: AnalyticsErrorKind::TooManyRows,
+                    message: "more than 10 rows".into(),
+                }),
+                "S3 DOWN" => Err(AnalyticsError {
+                    kind: AnalyticsErrorKind::ObjectStoreUnavailable,
+                    message: "connection refused".into(),
+                }),
+                _ => Err(AnalyticsError {
+                    kind: AnalyticsErrorKind::InvalidSql,
+                    message: "SQL error: ParserError(\"Expected: an SQL statement\")".into(),
+                }),
+            }
+        })
+    }
+
+    fn snapshot(
+        &self,
+        collection: String,
+    ) -> sluice_server::analytics::BoxFuture<Result<Value, sluice_server::analytics::AnalyticsError>>
+    {
+        Box::pin(async move { Ok(json!({"collection": collection, "id": "0000000001"})) })
+    }
+}
+
+#[tokio::test]
+async fn sql_and_snapshot_routes_map_answers_and_errors() {
+    let api = api();
+    let missing = api.post("/v1/sql", r#"{"sql": "SELECT 1"}"#).await;
+    assert_eq!(
+        (missing.status, missing.error_code()),
+        (StatusCode::NOT_FOUND, "snapshots_not_configured".into())
+    );
+    let api = Api {
+        router: sluice_server::router_with(
+            api.engine.clone(),
+            Some(std::sync::Arc::new(ScriptedAnalytics)),
+        ),
+        ..api
+    };
+    let answer = api
+        .post("/v1/sql", r#"{"sql": "SELECT 1", "format": "csv"}"#)
+        .await;
+    assert_eq!(
+        (answer.status, answer.text.as_str()),
+        (StatusCode::OK, "x\n1\n")
+    );
+    for (sql, status, code) in [
+        ("SELEC", StatusCode::BAD_REQUEST, "invalid_sql"),
+        ("BIG", StatusCode::BAD_REQUEST, "too_many_rows"),
+        (
+            "S3 DOWN",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "object_store_unavailable",
+        ),
+    ] {
+        let answer = api.post("/v1/sql", &json!({"sql": sql}).to_string()).await;
+        assert_eq!(
+            (answer.status, answer.error_code()),
+            (status, code.into()),
+            "{sql}"
+        );
+    }
+    let unknown = api.post("/v1/sql", r#"{"query": "SELECT 1"}"#).await;
+    assert_eq!(unknown.error_code(), "invalid_body");
+    let snapshot = api.post("/v1/collections/doctor/snapshot", "").await;
+    assert_eq!(snapshot.json()["id"], "0000000001");
+    let nowhere = api.post("/v1/collections/nurse/snapshot", "").await;
+    assert_eq!(nowhere.error_code(), "unknown_collection");
+}

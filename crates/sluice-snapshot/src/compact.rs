@@ -118,54 +118,30 @@ pub async fn compact(
     let mut total_rows = 0u64;
     let mut checksum = 0u64;
     if let Some(frame) = rows {
-        let mut stream = frame.execute_stream().await.map_err(datafusion_error)?;
-        let mut writer: Option<(
-            String,
-            AsyncArrowWriter<object_store::buffered::BufWriter>,
-            u64,
-        )> = None;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(datafusion_error)?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            checksum = checksum.wrapping_add(checksum_rows(&batch)?);
-            let (_, current, rows) = match &mut writer {
-                Some(open) => open,
-                None => {
-                    let name = format!("part-{:05}.parquet", files.len());
-                    let path = directory.clone().join(name.as_str());
-                    let properties = WriterProperties::builder()
-                        .set_compression(Compression::SNAPPY)
-                        .build();
-                    let sink = object_store::buffered::BufWriter::new(
-                        Arc::clone(&objects.store),
-                        path.clone(),
-                    );
-                    let created = AsyncArrowWriter::try_new(
-                        sink,
-                        Arc::clone(&layout.schema),
-                        Some(properties),
-                    )
-                    .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?;
-                    writer.insert((name, created, 0))
-                }
-            };
-            current
-                .write(&batch)
-                .await
-                .map_err(|error| SnapshotError::Store(format!("{directory}: {error}")))?;
-            *rows += batch.num_rows() as u64;
-            total_rows += batch.num_rows() as u64;
-            if *rows >= FILE_ROWS_MAX
-                && let Some((name, full, rows)) = writer.take()
-            {
-                files.push(close_file(objects, &directory, name, full, rows).await?);
-                progress(Progress::Written { rows: total_rows });
-            }
+        // One writer per output partition of the plan, each on its own task: Parquet
+        // encoding is the last step and would otherwise run on one core.
+        let streams = frame
+            .execute_stream_partitioned()
+            .await
+            .map_err(datafusion_error)?;
+        let mut writers = Vec::with_capacity(streams.len());
+        for (index, stream) in streams.into_iter().enumerate() {
+            writers.push(tokio::spawn(write_files(
+                objects.clone(),
+                directory.clone(),
+                Arc::clone(&layout.schema),
+                index,
+                stream,
+            )));
         }
-        if let Some((name, last, rows)) = writer.take() {
-            files.push(close_file(objects, &directory, name, last, rows).await?);
+        for writer in writers {
+            let (written, rows, sum) = writer
+                .await
+                .map_err(|error| SnapshotError::Internal(format!("a writer task: {error}")))??;
+            files.extend(written);
+            total_rows += rows;
+            checksum = checksum.wrapping_add(sum);
+            progress(Progress::Written { rows: total_rows });
         }
     }
     progress(Progress::Written { rows: total_rows });
@@ -206,6 +182,65 @@ pub async fn compact(
         }
     }
     Ok(manifest)
+}
+
+/// Writes one output partition as files of at most `FILE_ROWS_MAX` rows; returns the
+/// files, the rows and their checksum.
+async fn write_files(
+    objects: Objects,
+    directory: Path,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    partition: usize,
+    mut stream: datafusion::physical_plan::SendableRecordBatchStream,
+) -> Result<(Vec<ManifestFile>, u64, u64), SnapshotError> {
+    let mut files = Vec::new();
+    let mut total_rows = 0u64;
+    let mut checksum = 0u64;
+    let mut writer: Option<(
+        String,
+        AsyncArrowWriter<object_store::buffered::BufWriter>,
+        u64,
+    )> = None;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(datafusion_error)?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        checksum = checksum.wrapping_add(checksum_rows(&batch)?);
+        let (_, current, rows) = match &mut writer {
+            Some(open) => open,
+            None => {
+                let name = format!("part-{partition:03}-{:05}.parquet", files.len());
+                let path = directory.clone().join(name.as_str());
+                let properties = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .build();
+                let sink = object_store::buffered::BufWriter::new(
+                    Arc::clone(&objects.store),
+                    path.clone(),
+                );
+                let created =
+                    AsyncArrowWriter::try_new(sink, Arc::clone(&schema), Some(properties))
+                        .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?;
+                writer.insert((name, created, 0))
+            }
+        };
+        current
+            .write(&batch)
+            .await
+            .map_err(|error| SnapshotError::Store(format!("{directory}: {error}")))?;
+        *rows += batch.num_rows() as u64;
+        total_rows += batch.num_rows() as u64;
+        if *rows >= FILE_ROWS_MAX
+            && let Some((name, full, rows)) = writer.take()
+        {
+            files.push(close_file(&objects, &directory, name, full, rows).await?);
+        }
+    }
+    if let Some((name, last, rows)) = writer.take() {
+        files.push(close_file(&objects, &directory, name, last, rows).await?);
+    }
+    Ok((files, total_rows, checksum))
 }
 
 async fn close_file(

@@ -164,7 +164,7 @@ async fn verify(
             let text = std::str::from_utf8(&doc.doc).map_err(|_| {
                 SnapshotError::Verify(format!("{collection}: a document is not UTF-8"))
             })?;
-            sum = sum.wrapping_add(checksum_row(&doc.key.to_string(), text)?);
+            sum = sum.wrapping_add(checksum_row(&doc.key.to_string(), text));
             found += 1;
         }
         match next {
