@@ -36,28 +36,10 @@ pub(crate) async fn run(
         engine,
         jetstream,
         config,
-        component: component.clone(),
+        component,
         backoff,
     };
-    let mut failures = 0;
-    loop {
-        match reader.read_until_stopped(&mut stopping).await {
-            Ok(()) => return,
-            Err(NatsError::Engine(error)) => {
-                tracing::error!(%error, "NATS inbound reader stops.");
-                component.set_down(format!("stopped: {error}"));
-                return;
-            }
-            Err(error) => {
-                failures += 1;
-                tracing::warn!(%error, failures, stream = %reader.config.stream, "NATS inbound reader failed; retrying with backoff.");
-                component.set_down(error.to_string());
-                if !crate::sleep(backoff, failures, &mut stopping).await {
-                    return;
-                }
-            }
-        }
-    }
+    crate::supervise(&reader, backoff, &mut stopping).await;
 }
 
 struct Reader {
@@ -66,6 +48,20 @@ struct Reader {
     config: InboundConfig,
     component: Component,
     backoff: Backoff,
+}
+
+impl crate::Attempt for Reader {
+    fn what(&self) -> &str {
+        "inbound reader"
+    }
+
+    fn component(&self) -> &Component {
+        &self.component
+    }
+
+    async fn attempt(&self, stopping: &mut watch::Receiver<bool>) -> Result<(), NatsError> {
+        self.read_until_stopped(stopping).await
+    }
 }
 
 impl Reader {

@@ -123,6 +123,43 @@ pub(crate) async fn wait_connected(
     true
 }
 
+/// A connector task: one attempt runs until asked to stop, or fails when NATS does.
+pub(crate) trait Attempt {
+    /// What the logs call it.
+    fn what(&self) -> &str;
+    fn component(&self) -> &sluice_engine::Component;
+    async fn attempt(&self, stopping: &mut watch::Receiver<bool>) -> Result<(), NatsError>;
+}
+
+/// Runs attempt after attempt with backoff between failures, reporting each failure on
+/// the task's component, until asked to stop. An engine error ends the task: the engine
+/// is shutting down or refusing writes, and retrying cannot help.
+pub(crate) async fn supervise(
+    task: &impl Attempt,
+    backoff: Backoff,
+    stopping: &mut watch::Receiver<bool>,
+) {
+    let mut failures = 0;
+    loop {
+        match task.attempt(stopping).await {
+            Ok(()) => return,
+            Err(NatsError::Engine(error)) => {
+                tracing::error!(%error, task = task.what(), "NATS task stops.");
+                task.component().set_down(format!("stopped: {error}"));
+                return;
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(%error, failures, task = task.what(), "NATS task failed; retrying with backoff.");
+                task.component().set_down(error.to_string());
+                if !sleep(backoff, failures, stopping).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Sleeps for the backoff's delay, or less if asked to stop; returns whether to go on.
 pub(crate) async fn sleep(
     backoff: Backoff,

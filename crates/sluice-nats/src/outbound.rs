@@ -36,28 +36,9 @@ pub(crate) async fn run(
         jetstream,
         config,
         request_timeout,
-        component: component.clone(),
+        component,
     };
-    let mut failures = 0;
-    loop {
-        match publisher.publish_until_stopped(&mut stopping).await {
-            Ok(()) => return,
-            Err(NatsError::Engine(error)) => {
-                // The engine stopped (shutdown or a failed commit): nothing to retry.
-                tracing::error!(%error, "NATS publisher stops.");
-                component.set_down(format!("stopped: {error}"));
-                return;
-            }
-            Err(error) => {
-                failures += 1;
-                tracing::warn!(%error, failures, "NATS publisher failed; retrying with backoff.");
-                component.set_down(error.to_string());
-                if !crate::sleep(backoff, failures, &mut stopping).await {
-                    return;
-                }
-            }
-        }
-    }
+    crate::supervise(&publisher, backoff, &mut stopping).await;
 }
 
 struct Publisher {
@@ -100,6 +81,20 @@ fn record_position(previous: &Cursor, cursor: &Cursor) -> Option<(usize, u64)> {
             Some((partition, *before))
         }
         _ => None,
+    }
+}
+
+impl crate::Attempt for Publisher {
+    fn what(&self) -> &str {
+        "publisher"
+    }
+
+    fn component(&self) -> &Component {
+        &self.component
+    }
+
+    async fn attempt(&self, stopping: &mut watch::Receiver<bool>) -> Result<(), NatsError> {
+        self.publish_until_stopped(stopping).await
     }
 }
 
