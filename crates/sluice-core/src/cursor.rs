@@ -17,6 +17,23 @@ pub enum CursorError {
 }
 
 impl Cursor {
+    /// The partition and offset of the change record whose cursor is `next`, read right
+    /// after `self`: exactly one partition moved on, by one. `None` for anything else.
+    pub fn record_position(&self, next: &Cursor) -> Option<(usize, u64)> {
+        let mut moved = self
+            .offsets()
+            .iter()
+            .zip(next.offsets())
+            .enumerate()
+            .filter(|(_, (before, after))| before != after);
+        match (moved.next(), moved.next()) {
+            (Some((partition, (before, after))), None) if *after == before + 1 => {
+                Some((partition, *before))
+            }
+            _ => None,
+        }
+    }
+
     pub fn start(partitions: usize) -> Self {
         Self {
             offsets: vec![0; partitions],

@@ -67,23 +67,6 @@ pub fn message_id(instance_id: &str, partition: usize, offset: u64) -> String {
     format!("{instance_id}:{partition}:{offset}")
 }
 
-/// The partition and offset of the record whose cursor is `cursor`, read right after
-/// `previous`: exactly one partition moved on by one.
-fn record_position(previous: &Cursor, cursor: &Cursor) -> Option<(usize, u64)> {
-    let mut moved = previous
-        .offsets()
-        .iter()
-        .zip(cursor.offsets())
-        .enumerate()
-        .filter(|(_, (before, after))| before != after);
-    match (moved.next(), moved.next()) {
-        (Some((partition, (before, after))), None) if *after == before + 1 => {
-            Some((partition, *before))
-        }
-        _ => None,
-    }
-}
-
 impl crate::Attempt for Publisher {
     fn what(&self) -> &str {
         "publisher"
@@ -217,7 +200,8 @@ impl Publisher {
             let head: RecordHead<'_> =
                 serde_json::from_slice(record).map_err(|error| malformed(&error.to_string()))?;
             let cursor = self.engine.parse_cursor(&head.cursor)?;
-            let (partition, offset) = record_position(&previous, &cursor)
+            let (partition, offset) = previous
+                .record_position(&cursor)
                 .ok_or_else(|| malformed("not the next record"))?;
             previous = cursor;
             if skip_through.is_some_and(|through| offset < through.offset(partition)) {
@@ -264,16 +248,16 @@ mod tests {
     fn a_record_moves_one_partition_by_one() {
         let cursor = |offsets: &[u64]| Cursor::from_offsets(offsets.to_vec());
         assert_eq!(
-            record_position(&cursor(&[3, 5]), &cursor(&[3, 6])),
+            cursor(&[3, 5]).record_position(&cursor(&[3, 6])),
             Some((1, 5))
         );
         assert_eq!(
-            record_position(&cursor(&[3, 5]), &cursor(&[4, 5])),
+            cursor(&[3, 5]).record_position(&cursor(&[4, 5])),
             Some((0, 3))
         );
-        assert_eq!(record_position(&cursor(&[3, 5]), &cursor(&[3, 5])), None);
-        assert_eq!(record_position(&cursor(&[3, 5]), &cursor(&[4, 6])), None);
-        assert_eq!(record_position(&cursor(&[3, 5]), &cursor(&[3, 7])), None);
+        assert_eq!(cursor(&[3, 5]).record_position(&cursor(&[3, 5])), None);
+        assert_eq!(cursor(&[3, 5]).record_position(&cursor(&[4, 6])), None);
+        assert_eq!(cursor(&[3, 5]).record_position(&cursor(&[3, 7])), None);
         assert_eq!(message_id("ab12", 1, 5), "ab12:1:5");
     }
 }

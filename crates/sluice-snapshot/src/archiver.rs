@@ -288,14 +288,8 @@ fn position(
         SnapshotError::Internal(format!("a change record did not parse: {error}"))
     })?;
     let cursor = engine.parse_cursor(&head.cursor)?;
-    let moved = previous
-        .offsets()
-        .iter()
-        .zip(cursor.offsets())
-        .position(|(before, after)| before != after)
-        .ok_or_else(|| {
-            SnapshotError::Internal(format!("record {cursor} does not follow {previous}"))
-        })?;
-    let offset = previous.offset(moved);
-    Ok((moved as u16, offset, cursor))
+    let (partition, offset) = previous.record_position(&cursor).ok_or_else(|| {
+        SnapshotError::Internal(format!("record {cursor} does not follow {previous}"))
+    })?;
+    Ok((partition as u16, offset, cursor))
 }

@@ -13,7 +13,7 @@ use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
 use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::prelude::ParquetReadOptions;
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use futures_util::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -40,12 +40,7 @@ pub async fn compact(
 ) -> Result<Manifest, SnapshotError> {
     let collection = layout.collection.as_str();
     let previous = objects.latest(collection).await?;
-    let segments: Vec<(Path, u64)> = objects
-        .list(&objects.segment_dir(collection))
-        .await?
-        .into_iter()
-        .filter(|(path, _)| path.as_ref().ends_with(".parquet"))
-        .collect();
+    let segments = objects.segments(collection).await?;
     if segments.is_empty()
         && let Some(previous) = previous
     {
@@ -68,18 +63,7 @@ pub async fn compact(
         cursor = max_cursor(&cursor, &end);
     }
     let ctx = session(objects, config)?;
-    let mut inputs: Vec<String> = segments
-        .iter()
-        .map(|(path, _)| format!("{STORE_URL}{path}"))
-        .collect();
-    if let Some(previous) = &previous {
-        inputs.extend(previous.files.iter().map(|file| {
-            format!(
-                "{STORE_URL}{}",
-                objects.snapshot_file(collection, &previous.id, file.name.as_str())
-            )
-        }));
-    }
+    let inputs = merge_inputs(objects, collection, &segments, previous.as_ref());
     let id = snapshot_id(match &previous {
         Some(previous) => previous.id.parse::<u64>().unwrap_or(0) + 1,
         None => 1,
@@ -90,24 +74,10 @@ pub async fn compact(
         .iter()
         .map(|field| format!("\"{}\"", field.name()))
         .collect();
-    let columns = columns.join(", ");
     let rows = if inputs.is_empty() {
         None
     } else {
-        let options = ParquetReadOptions::default().schema(&layout.schema);
-        let frame = ctx
-            .read_parquet(inputs, options)
-            .await
-            .map_err(datafusion_error)?;
-        ctx.register_table("changes", frame.into_view())
-            .map_err(datafusion_error)?;
-        let sql = format!(
-            "SELECT {columns} FROM (\
-               SELECT *, row_number() OVER (PARTITION BY key ORDER BY \"offset\" DESC) AS sluice_rank \
-               FROM changes) \
-             WHERE sluice_rank = 1 AND op = 'upsert'"
-        );
-        Some(ctx.sql(&sql).await.map_err(datafusion_error)?)
+        Some(newest_rows(&ctx, layout, inputs, &columns.join(", ")).await?)
     };
     // Leftovers of an attempt that died before its manifest: this id was never visible.
     let directory = objects.snapshot_dir(collection, &id);
@@ -182,6 +152,52 @@ pub async fn compact(
         }
     }
     Ok(manifest)
+}
+
+/// The files a merge of `collection` reads: its segments and the previous snapshot's.
+pub(crate) fn merge_inputs(
+    objects: &Objects,
+    collection: &str,
+    segments: &[(Path, u64)],
+    previous: Option<&Manifest>,
+) -> Vec<String> {
+    let mut inputs: Vec<String> = segments
+        .iter()
+        .map(|(path, _)| format!("{STORE_URL}{path}"))
+        .collect();
+    if let Some(previous) = previous {
+        inputs.extend(previous.files.iter().map(|file| {
+            format!(
+                "{STORE_URL}{}",
+                objects.snapshot_file(collection, &previous.id, file.name.as_str())
+            )
+        }));
+    }
+    inputs
+}
+
+/// `columns` of the newest row per key among `inputs` (the highest offset: a key lives in
+/// one partition), keys whose newest row is a delete left out.
+pub(crate) async fn newest_rows(
+    ctx: &SessionContext,
+    layout: &Layout,
+    inputs: Vec<String>,
+    columns: &str,
+) -> Result<DataFrame, SnapshotError> {
+    let options = ParquetReadOptions::default().schema(&layout.schema);
+    let frame = ctx
+        .read_parquet(inputs, options)
+        .await
+        .map_err(datafusion_error)?;
+    ctx.register_table("changes", frame.into_view())
+        .map_err(datafusion_error)?;
+    let sql = format!(
+        "SELECT {columns} FROM (\
+           SELECT *, row_number() OVER (PARTITION BY key ORDER BY \"offset\" DESC) AS sluice_rank \
+           FROM changes) \
+         WHERE sluice_rank = 1 AND op = 'upsert'"
+    );
+    ctx.sql(&sql).await.map_err(datafusion_error)
 }
 
 /// Writes one output partition as files of at most `FILE_ROWS_MAX` rows; returns the

@@ -160,6 +160,13 @@ impl Objects {
         Ok(listed)
     }
 
+    /// The segment files of `collection`: (path, size).
+    pub async fn segments(&self, collection: &str) -> Result<Vec<(Path, u64)>, SnapshotError> {
+        let mut segments = self.list(&self.segment_dir(collection)).await?;
+        segments.retain(|(path, _)| path.as_ref().ends_with(".parquet"));
+        Ok(segments)
+    }
+
     pub async fn delete(&self, path: &Path) -> Result<(), SnapshotError> {
         match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

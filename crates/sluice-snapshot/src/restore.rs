@@ -3,10 +3,9 @@
 //! then verifies the store against the merged rows' count and checksum, and, when no
 //! segment was newer, against the snapshot's manifest.
 
-use crate::objects::STORE_URL;
+use crate::compact::{merge_inputs, newest_rows};
 use crate::{SnapshotError, Snapshots, checksum_row, checksum_rows, datafusion_error, session};
 use datafusion::arrow::array::{Array, StringArray};
-use datafusion::prelude::ParquetReadOptions;
 use futures_util::StreamExt;
 use sluice_core::event;
 use sluice_engine::Input;
@@ -43,23 +42,8 @@ pub async fn restore(
         let collection = layout.collection.as_str();
         let objects = &inner.objects;
         let manifest = objects.latest(collection).await?;
-        let segments: Vec<String> = inner
-            .objects
-            .list(&objects.segment_dir(collection))
-            .await?
-            .into_iter()
-            .filter(|(path, _)| path.as_ref().ends_with(".parquet"))
-            .map(|(path, _)| format!("{STORE_URL}{path}"))
-            .collect();
-        let mut inputs = segments.clone();
-        if let Some(manifest) = &manifest {
-            inputs.extend(manifest.files.iter().map(|file| {
-                format!(
-                    "{STORE_URL}{}",
-                    objects.snapshot_file(collection, &manifest.id, file.name.as_str())
-                )
-            }));
-        }
+        let segments = objects.segments(collection).await?;
+        let inputs = merge_inputs(objects, collection, &segments, manifest.as_ref());
         let mut restored = Restored {
             collection: collection.to_owned(),
             snapshot: manifest.as_ref().map(|manifest| manifest.id.clone()),
@@ -72,21 +56,7 @@ pub async fn restore(
             continue;
         }
         let ctx = session(&inner.objects, &inner.config)?;
-        let frame = ctx
-            .read_parquet(inputs, ParquetReadOptions::default().schema(&layout.schema))
-            .await
-            .map_err(datafusion_error)?;
-        ctx.register_table("changes", frame.into_view())
-            .map_err(datafusion_error)?;
-        let frame = ctx
-            .sql(
-                "SELECT key, doc FROM (\
-                   SELECT key, doc, op, row_number() OVER (PARTITION BY key ORDER BY \"offset\" DESC) AS sluice_rank \
-                   FROM changes) \
-                 WHERE sluice_rank = 1 AND op = 'upsert'",
-            )
-            .await
-            .map_err(datafusion_error)?;
+        let frame = newest_rows(&ctx, layout, inputs, "key, doc").await?;
         let spec = engine.collection(collection)?.clone();
         let limits = engine.event_limits();
         let mut stream = frame.execute_stream().await.map_err(datafusion_error)?;
