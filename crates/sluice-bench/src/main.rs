@@ -9,6 +9,8 @@
 //!   (server-sent events); reports the time from each event's scheduled POST to its
 //!   arrival on the stream.
 
+mod soak;
+
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use tokio::net::TcpStream;
 
 #[derive(Parser, Clone)]
 #[command(about = "HTTP load generator for POST /v1/collections/{name}/events")]
-struct Args {
+pub(crate) struct Args {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:7070")]
     addr: String,
@@ -41,6 +43,26 @@ struct Args {
     /// Distinct document keys.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
+    /// Soak mode: document reads per second.
+    #[arg(long, default_value_t = 500)]
+    read_rate: u64,
+    /// Soak mode: seconds between SQL queries.
+    #[arg(long, default_value_t = 5)]
+    sql_every_s: u64,
+    /// Soak mode: the server's process id, whose RSS is sampled.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// An API token sent as `Authorization: Bearer` on every request (measures the cost
+    /// of checking it).
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// The `Authorization` header line for `token`, or nothing.
+fn authorization(token: Option<&str>) -> String {
+    token.map_or_else(String::new, |token| {
+        format!("Authorization: Bearer {token}\r\n")
+    })
 }
 
 #[tokio::main]
@@ -50,14 +72,15 @@ async fn main() -> Result<()> {
         "batch" => batch(args).await,
         "single" => single(args).await,
         "freshness" => freshness(args).await,
-        other => bail!("unknown mode {other:?}: use batch, single or freshness"),
+        "soak" => soak::run(args).await,
+        other => bail!("unknown mode {other:?}: use batch, single, freshness or soak"),
     }
 }
 
 /// Versions increase across the whole run, so every event is new.
 static VERSION: AtomicU64 = AtomicU64::new(1);
 
-fn event(out: &mut String, keys: u64) {
+pub(crate) fn event(out: &mut String, keys: u64) {
     let version = VERSION.fetch_add(1, Ordering::Relaxed);
     let key = version.wrapping_mul(0x9E37_79B9_7F4A_7C15) % keys;
     let specialty = ["cardiology", "oncology", "pediatrics", "neurology"][(version % 4) as usize];
@@ -68,36 +91,60 @@ fn event(out: &mut String, keys: u64) {
     ));
 }
 
-struct Connection {
+pub(crate) struct Connection {
     stream: BufReader<TcpStream>,
+    /// Extra header lines sent with every request.
+    headers: String,
     request: Vec<u8>,
     body: Vec<u8>,
 }
 
 impl Connection {
-    async fn open(addr: &str) -> Result<Self> {
+    pub(crate) async fn open(addr: &str, token: Option<&str>) -> Result<Self> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
         Ok(Self {
             stream: BufReader::new(stream),
+            headers: authorization(token),
             request: Vec::new(),
             body: Vec::new(),
         })
     }
 
     /// POSTs `body` and reads the whole answer; returns the status code.
-    async fn post(&mut self, path: &str, body: &str, content_type: &str) -> Result<u16> {
+    pub(crate) async fn post(&mut self, path: &str, body: &str, content_type: &str) -> Result<u16> {
+        self.send("POST", path, Some((body, content_type))).await
+    }
+
+    /// GETs `path` and reads the whole answer (into `body`); returns the status code.
+    pub(crate) async fn get(&mut self, path: &str) -> Result<u16> {
+        self.send("GET", path, None).await
+    }
+
+    async fn send(&mut self, method: &str, path: &str, body: Option<(&str, &str)>) -> Result<u16> {
         self.request.clear();
         self.request.extend_from_slice(
             format!(
-                "POST {path} HTTP/1.1\r\nHost: sluice\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-                body.len()
+                "{method} {path} HTTP/1.1\r\nHost: sluice\r\n{}",
+                self.headers
             )
             .as_bytes(),
         );
-        self.request.extend_from_slice(body.as_bytes());
+        match body {
+            Some((body, content_type)) => {
+                self.request.extend_from_slice(
+                    format!(
+                        "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                self.request.extend_from_slice(body.as_bytes());
+            }
+            None => self.request.extend_from_slice(b"\r\n"),
+        }
         self.stream.get_mut().write_all(&self.request).await?;
         let mut line = String::new();
         self.stream.read_line(&mut line).await?;
@@ -137,7 +184,7 @@ async fn batch(args: Args) -> Result<()> {
     for _ in 0..args.connections {
         let (args, path, events) = (args.clone(), path.clone(), Arc::clone(&events));
         tasks.push(tokio::spawn(async move {
-            let mut connection = Connection::open(&args.addr).await?;
+            let mut connection = Connection::open(&args.addr, args.token.as_deref()).await?;
             let mut body = String::new();
             while Instant::now() < deadline {
                 body.clear();
@@ -182,7 +229,7 @@ async fn single(args: Args) -> Result<()> {
     for _ in 0..args.connections {
         let (args, path, next) = (args.clone(), path.clone(), Arc::clone(&next));
         tasks.push(tokio::spawn(async move {
-            let mut connection = Connection::open(&args.addr).await?;
+            let mut connection = Connection::open(&args.addr, args.token.as_deref()).await?;
             let mut latencies_us = Vec::new();
             let mut body = String::new();
             loop {
@@ -300,7 +347,7 @@ async fn freshness(args: Args) -> Result<()> {
     for _ in 0..args.connections {
         let (args, path, next) = (args.clone(), path.clone(), Arc::clone(&next));
         tasks.push(tokio::spawn(async move {
-            let mut connection = Connection::open(&args.addr).await?;
+            let mut connection = Connection::open(&args.addr, args.token.as_deref()).await?;
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= total {

@@ -13,7 +13,11 @@ use std::io::Write;
 pub struct SnapshotApi(pub Snapshots);
 
 impl sluice_server::Analytics for SnapshotApi {
-    fn sql(&self, request: SqlRequest) -> BoxFuture<Result<SqlAnswer, AnalyticsError>> {
+    fn sql(
+        &self,
+        request: SqlRequest,
+        collections: Option<Vec<String>>,
+    ) -> BoxFuture<Result<SqlAnswer, AnalyticsError>> {
         let snapshots = self.0.clone();
         Box::pin(async move {
             let format: Format = request
@@ -26,7 +30,11 @@ impl sluice_server::Analytics for SnapshotApi {
                     message,
                 })?;
             let result = snapshots
-                .query(&request.sql, request.as_of.as_deref())
+                .query_as(
+                    &request.sql,
+                    request.as_of.as_deref(),
+                    collections.as_deref(),
+                )
                 .await
                 .map_err(api_error)?;
             let body = result.render(format).map_err(api_error)?;
@@ -60,6 +68,8 @@ fn api_error(error: SnapshotError) -> AnalyticsError {
         SnapshotError::Sql(_) => InvalidSql,
         SnapshotError::TooManyRows { .. } => TooManyRows,
         SnapshotError::Timeout { .. } => QueryTimeout,
+        SnapshotError::ResultTooLarge { .. } => ResultTooLarge,
+        SnapshotError::Forbidden(_) => Forbidden,
         SnapshotError::UnknownSnapshot(_) => UnknownSnapshot,
         SnapshotError::UnknownCollection(_) => UnknownCollection,
         SnapshotError::NotConfigured => NotConfigured,

@@ -4,6 +4,7 @@ mod analytics;
 mod demo;
 mod generator;
 mod ingest;
+mod tokens;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -51,8 +52,8 @@ enum Command {
         /// Overrides `server.listen`.
         #[arg(long, env = "SLUICE_LISTEN")]
         listen: Option<SocketAddr>,
-        /// Allows a non-loopback address without access tokens. Only behind a network
-        /// boundary you trust.
+        /// Serves every request without a token, even beyond loopback and even when
+        /// tokens exist. Only behind a network boundary you trust.
         #[arg(long)]
         insecure_no_auth: bool,
     },
@@ -129,6 +130,13 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Manages API tokens (over HTTP with an admin token, or `--offline`).
+    Token {
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
+    },
+    /// Prints the OpenAPI 3.1 spec of the HTTP API.
+    Openapi,
     /// Generates synthetic healthcare events as NDJSON.
     Gen {
         /// Which collection's events to write.
@@ -219,6 +227,12 @@ fn run(command: Command) -> Result<()> {
             timing,
         } => analytics::query(&config, &sql, as_of.as_deref(), format, timing),
         Command::Restore { config } => analytics::restore(&config),
+        Command::Token { command } => tokens::run(command),
+        Command::Openapi => {
+            let spec = sluice_server::openapi_spec();
+            println!("{}", serde_json::to_string_pretty(&spec)?);
+            Ok(())
+        }
         Command::Gen {
             collection,
             count,
@@ -286,27 +300,75 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn serve(args: &ConfigArgs, listen: Option<SocketAddr>, insecure_no_auth: bool) -> Result<()> {
     let (config, data_dir) = load_config(args)?;
     let address = listen.unwrap_or(config.server.listen);
-    if let Err(message) = sluice_server::check_listen_address(address, insecure_no_auth) {
+    let config_dir = args.config.parent().unwrap_or(Path::new(".")).to_owned();
+    let tls = match &config.server.tls {
+        Some(tls) => Some(std::sync::Arc::new(sluice_server::Tls::load(
+            &config_dir.join(&tls.cert),
+            &config_dir.join(&tls.key),
+        )?)),
+        None => None,
+    };
+    let engine = open_engine(&config, &data_dir)?;
+    add_bootstrap_token(&engine, &config, &config_dir)?;
+    if let Err(message) = sluice_server::check_listen_address(&engine, address, insecure_no_auth) {
         bail!(message);
     }
-    let engine = open_engine(&config, &data_dir)?;
+    let options =
+        sluice_server::ServerOptions::for_address(address, insecure_no_auth, tls.is_some());
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address}"))?;
         let local = listener.local_addr()?;
-        println!("sluice: listening on http://{local}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("sluice: listening on {scheme}://{local}");
         std::io::stdout().flush()?;
         tracing::info!(%local, data_dir = %data_dir.display(), "Serving.");
-        serve_with_connectors(engine, listener, config.nats, &data_dir).await
+        let serving = Serving {
+            listener,
+            options,
+            tls,
+        };
+        serve_with_connectors(engine, serving, config.nats, &data_dir).await
     })
+}
+
+/// The bootstrap admin token, from `SLUICE_ADMIN_TOKEN` or `server.admin_token_file`:
+/// kept in memory only, for automated deployments.
+fn add_bootstrap_token(engine: &Engine, config: &Config, config_dir: &Path) -> Result<()> {
+    let secret = match std::env::var("SLUICE_ADMIN_TOKEN") {
+        Ok(secret) if !secret.trim().is_empty() => Some(secret.trim().to_owned()),
+        _ => match &config.server.admin_token_file {
+            Some(file) => {
+                let path = config_dir.join(file);
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the admin token file {}", path.display()))?;
+                Some(text.trim().to_owned())
+            }
+            None => None,
+        },
+    };
+    if let Some(secret) = secret {
+        engine
+            .add_bootstrap_token(&secret)
+            .context("the bootstrap admin token")?;
+        tracing::info!("Bootstrap admin token loaded (kept in memory only).");
+    }
+    Ok(())
+}
+
+/// Where and how the HTTP API is served.
+pub(crate) struct Serving {
+    pub listener: tokio::net::TcpListener,
+    pub options: sluice_server::ServerOptions,
+    pub tls: Option<std::sync::Arc<sluice_server::Tls>>,
 }
 
 /// Serves HTTP, with the NATS connector and the snapshot archiver beside it when
 /// configured, until a signal; they stop after the server, each after its current batch.
 pub(crate) async fn serve_with_connectors(
     engine: Engine,
-    listener: tokio::net::TcpListener,
+    serving: Serving,
     nats: Option<sluice_core::config::NatsConfig>,
     data_dir: &Path,
 ) -> Result<()> {
@@ -326,7 +388,33 @@ pub(crate) async fn serve_with_connectors(
         .context("starting the snapshot archiver")?;
     let api: Option<std::sync::Arc<dyn sluice_server::Analytics>> =
         snapshots.map(|snapshots| std::sync::Arc::new(analytics::SnapshotApi(snapshots)) as _);
-    sluice_server::serve_with(engine, api, listener, shutdown_signal()).await?;
+    if serving.options.auth_required && serving.tls.is_none() && !serving.options.insecure_no_auth {
+        tracing::warn!(
+            "Serving plain HTTP beyond loopback: tokens travel in clear. Configure [server.tls]."
+        );
+    }
+    let background = tokio::spawn(background_tasks(engine.clone(), serving.tls.clone()));
+    let auth_mode = if serving.options.insecure_no_auth {
+        "off (--insecure-no-auth)"
+    } else if serving.options.auth_required || engine.has_tokens() {
+        "on"
+    } else {
+        "off: loopback and no tokens; `sluice token create` turns it on"
+    };
+    tracing::info!(auth = auth_mode, "Access control.");
+    sluice_server::serve(
+        engine.clone(),
+        api,
+        serving.listener,
+        serving.options,
+        serving.tls,
+        shutdown_signal(),
+    )
+    .await?;
+    background.abort();
+    if let Err(error) = engine.persist_token_usage() {
+        tracing::warn!(%error, "Could not record when tokens were last used.");
+    }
     if let Some(archiving) = archiving {
         archiving.stop().await;
     }
@@ -335,6 +423,38 @@ pub(crate) async fn serve_with_connectors(
     }
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Writes tokens' last use back every minute, and reloads the TLS files on SIGHUP.
+async fn background_tasks(engine: Engine, tls: Option<std::sync::Arc<sluice_server::Tls>>) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        #[cfg(unix)]
+        let reload = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let reload = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(error) = engine.persist_token_usage() {
+                    tracing::warn!(%error, "Could not record when tokens were last used.");
+                }
+            }
+            _ = reload => match &tls {
+                Some(tls) => match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded."),
+                    Err(error) => tracing::error!(%error, "TLS reload failed; keeping the old certificate."),
+                },
+                None => tracing::info!("SIGHUP: no TLS configured, nothing to reload."),
+            },
+        }
+    }
 }
 
 pub(crate) async fn shutdown_signal() {

@@ -50,11 +50,38 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address the HTTP API listens on. Anything but loopback needs `--insecure-no-auth`
-    /// until access tokens exist.
+    /// Address the HTTP API listens on. On a loopback address with no access token the
+    /// API is open; anywhere else, or once a token exists, every request needs a token.
     pub listen: SocketAddr,
     /// Directory of the embedded store. Relative paths are relative to the config file.
     pub data_dir: PathBuf,
+    /// HTTPS with these PEM files; plain HTTP when absent.
+    pub tls: Option<TlsConfig>,
+    /// A file holding the bootstrap admin token (kept in memory only, never in the data
+    /// directory); `SLUICE_ADMIN_TOKEN` does the same. Relative to the config file.
+    pub admin_token_file: Option<PathBuf>,
+    /// Open connections at once; more are closed as soon as they are accepted.
+    pub connections_max: usize,
+    /// Time a client has to send a request's headers (and a TLS handshake), so that
+    /// half-open connections cannot pile up.
+    pub header_read_timeout_ms: u64,
+    /// Failed authentications one client address may make in a burst ...
+    pub auth_failures_burst: u32,
+    /// ... and per second after it; beyond that its requests are answered 429.
+    pub auth_failures_per_s: u32,
+    /// Lifetime of a browser session made by the login page (never past its token's).
+    pub session_ttl_s: u64,
+    /// Browser sessions kept at once; the oldest goes first.
+    pub sessions_max: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, relative to the config file.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1), PEM, relative to the config file.
+    pub key: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +91,14 @@ impl Default for ServerConfig {
                 .parse()
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070))),
             data_dir: PathBuf::from("data"),
+            tls: None,
+            admin_token_file: None,
+            connections_max: 4096,
+            header_read_timeout_ms: 10_000,
+            auth_failures_burst: 20,
+            auth_failures_per_s: 2,
+            session_ttl_s: 12 * 3600,
+            sessions_max: 10_000,
         }
     }
 }

@@ -14,6 +14,7 @@ mod metrics;
 mod retention;
 pub mod subscription;
 mod sync;
+pub mod tokens;
 mod writer;
 
 pub use backoff::Backoff;
@@ -22,6 +23,7 @@ pub use consumer::{Consumer, ConsumerOptions, Lag, StartAt};
 pub use input::{BodyError, BodyFormat, Input};
 pub use sluice_store::Counters;
 pub use subscription::{SubscriptionInfo, SubscriptionSpec};
+pub use tokens::{Role, TokenCheck, TokenEntry, TokenRecord, TokenSpec};
 
 use serde::Serialize;
 use sluice_core::event::{CollectionSpec, Limits};
@@ -71,6 +73,8 @@ pub enum EngineError {
     Invalid(String),
     #[error("unknown subscription {0:?}")]
     UnknownSubscription(String),
+    #[error("a token named {0:?} exists already; revoke it first or pick another name")]
+    TokenExists(String),
 }
 
 impl EngineError {
@@ -162,6 +166,8 @@ pub(crate) struct Shared {
     pub changes_notify: watch::Sender<u64>,
     pub poisoned: AtomicBool,
     pub components: component::Components,
+    /// Every access token, by the hash of its secret.
+    pub tokens: tokens::TokenTable,
 }
 
 struct Inner {
@@ -213,6 +219,7 @@ impl Engine {
         };
         let store = Store::open(data_dir, partitions, options)?;
         let stored_counters = store.load_counters()?;
+        let tokens = tokens::TokenTable::load(store.tokens()?)?;
         let mut collections = Vec::with_capacity(config.collections.len());
         for collection in &config.collections {
             let spec = CollectionSpec::from_config(collection)
@@ -253,6 +260,7 @@ impl Engine {
             changes_notify: watch::channel(0).0,
             poisoned: AtomicBool::new(false),
             components: Default::default(),
+            tokens,
         });
         let mut senders = Vec::new();
         let mut threads = Vec::new();
@@ -501,11 +509,31 @@ impl Engine {
     /// cursor still moves past the others).
     pub async fn changes_of(
         &self,
-        mut after: Cursor,
+        after: Cursor,
         limit: usize,
         wait: Duration,
         collection: Option<&str>,
     ) -> Result<ChangesPage, EngineError> {
+        let collections = collection.map(|name| [name]);
+        self.changes_in(
+            after,
+            limit,
+            wait,
+            collections.as_ref().map(|names| &names[..]),
+        )
+        .await
+    }
+
+    /// [`Engine::changes`], keeping only the records of `collections` when given (an
+    /// access token limited to some collections reads the change log this way).
+    pub async fn changes_in(
+        &self,
+        mut after: Cursor,
+        limit: usize,
+        wait: Duration,
+        collections: Option<&[&str]>,
+    ) -> Result<ChangesPage, EngineError> {
+        let collection = collections;
         let limit = limit.clamp(1, self.shared().config.limits.changes_limit_max);
         let deadline = Instant::now() + wait;
         let mut notified = self.shared().changes_notify.subscribe();
@@ -532,10 +560,15 @@ impl Engine {
         &self,
         after: &Cursor,
         limit: usize,
-        collection: Option<&str>,
+        collections: Option<&[&str]>,
     ) -> Result<ChangesPage, EngineError> {
         let shared = self.shared();
-        let prefix = collection.map(sluice_core::change::collection_prefix);
+        let prefixes: Option<Vec<Vec<u8>>> = collections.map(|names| {
+            names
+                .iter()
+                .map(|name| sluice_core::change::collection_prefix(name))
+                .collect()
+        });
         let mut per_partition = Vec::with_capacity(shared.durable.len());
         for (partition, durable) in shared.durable.iter().enumerate() {
             let until = durable.load(Ordering::Acquire);
@@ -575,10 +608,9 @@ impl Engine {
                     }
                     next.set(partition, offset + 1);
                     progressed = true;
-                    if prefix
-                        .as_ref()
-                        .is_some_and(|prefix| !body.starts_with(prefix))
-                    {
+                    if prefixes.as_ref().is_some_and(|prefixes| {
+                        !prefixes.iter().any(|prefix| body.starts_with(prefix))
+                    }) {
                         continue;
                     }
                     let mut record = Vec::with_capacity(body.len() + 48);

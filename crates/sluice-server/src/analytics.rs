@@ -9,7 +9,7 @@ use std::pin::Pin;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-#[derive(Clone, Debug, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqlRequest {
     pub sql: String,
@@ -38,6 +38,9 @@ pub enum AnalyticsErrorKind {
     NotConfigured,
     ObjectStoreUnavailable,
     SnapshotCorrupt,
+    ResultTooLarge,
+    /// The SQL reads a collection the caller's token may not use.
+    Forbidden,
     Internal,
 }
 
@@ -48,7 +51,13 @@ pub struct AnalyticsError {
 }
 
 pub trait Analytics: Send + Sync + 'static {
-    fn sql(&self, request: SqlRequest) -> BoxFuture<Result<SqlAnswer, AnalyticsError>>;
+    /// Runs `request`; with `collections`, only those tables exist for the planner (a
+    /// token limited to some collections), and naming another is `Forbidden`.
+    fn sql(
+        &self,
+        request: SqlRequest,
+        collections: Option<Vec<String>>,
+    ) -> BoxFuture<Result<SqlAnswer, AnalyticsError>>;
     /// Archives what is durable and compacts `collection` now; answers the manifest.
     fn snapshot(&self, collection: String) -> BoxFuture<Result<serde_json::Value, AnalyticsError>>;
 }
@@ -64,6 +73,8 @@ impl From<AnalyticsError> for ApiError {
             UnknownCollection => ErrorKind::UnknownCollection,
             NotConfigured => ErrorKind::SnapshotsNotConfigured,
             ObjectStoreUnavailable => ErrorKind::ObjectStoreUnavailable,
+            ResultTooLarge => ErrorKind::ResultTooLarge,
+            Forbidden => ErrorKind::CollectionForbidden,
             SnapshotCorrupt | Internal => {
                 tracing::error!(message = %error.message, "Analytics error.");
                 if error.kind == SnapshotCorrupt {

@@ -37,6 +37,18 @@ pub enum ErrorKind {
     SnapshotsNotConfigured,
     ObjectStoreUnavailable,
     SnapshotCorrupt,
+    ResultTooLarge,
+    MissingToken,
+    InvalidAuthorization,
+    InvalidToken,
+    TokenExpired,
+    InvalidSession,
+    Forbidden,
+    CollectionForbidden,
+    TooManyAuthFailures,
+    RateLimited,
+    TokenExists,
+    UnknownToken,
     Internal,
 }
 
@@ -44,6 +56,47 @@ pub enum ErrorKind {
 const RETRY_AFTER_S: &str = "1";
 
 impl ErrorKind {
+    /// Every kind, for the spec's table of codes and the tests.
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::MalformedJson,
+        ErrorKind::InvalidBody,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::TooManyEvents,
+        ErrorKind::UnknownCollection,
+        ErrorKind::UnknownSubscription,
+        ErrorKind::DocumentNotFound,
+        ErrorKind::InvalidKey,
+        ErrorKind::InvalidCursor,
+        ErrorKind::CursorExpired,
+        ErrorKind::InvalidParameter,
+        ErrorKind::RouteNotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::RequestTimeout,
+        ErrorKind::Overloaded,
+        ErrorKind::StoreUnavailable,
+        ErrorKind::ShuttingDown,
+        ErrorKind::InvalidSql,
+        ErrorKind::TooManyRows,
+        ErrorKind::QueryTimeout,
+        ErrorKind::UnknownSnapshot,
+        ErrorKind::SnapshotsNotConfigured,
+        ErrorKind::ObjectStoreUnavailable,
+        ErrorKind::SnapshotCorrupt,
+        ErrorKind::ResultTooLarge,
+        ErrorKind::MissingToken,
+        ErrorKind::InvalidAuthorization,
+        ErrorKind::InvalidToken,
+        ErrorKind::TokenExpired,
+        ErrorKind::InvalidSession,
+        ErrorKind::Forbidden,
+        ErrorKind::CollectionForbidden,
+        ErrorKind::TooManyAuthFailures,
+        ErrorKind::RateLimited,
+        ErrorKind::TokenExists,
+        ErrorKind::UnknownToken,
+        ErrorKind::Internal,
+    ];
+
     /// The table: code, status. Codes are part of the API; never rename one.
     pub fn code_and_status(self) -> (&'static str, StatusCode) {
         use ErrorKind::*;
@@ -72,6 +125,18 @@ impl ErrorKind {
             SnapshotsNotConfigured => ("snapshots_not_configured", StatusCode::NOT_FOUND),
             ObjectStoreUnavailable => ("object_store_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             SnapshotCorrupt => ("snapshot_corrupt", StatusCode::INTERNAL_SERVER_ERROR),
+            ResultTooLarge => ("result_too_large", StatusCode::BAD_REQUEST),
+            MissingToken => ("missing_token", StatusCode::UNAUTHORIZED),
+            InvalidAuthorization => ("invalid_authorization", StatusCode::UNAUTHORIZED),
+            InvalidToken => ("invalid_token", StatusCode::UNAUTHORIZED),
+            TokenExpired => ("token_expired", StatusCode::UNAUTHORIZED),
+            InvalidSession => ("invalid_session", StatusCode::UNAUTHORIZED),
+            Forbidden => ("forbidden", StatusCode::FORBIDDEN),
+            CollectionForbidden => ("collection_forbidden", StatusCode::FORBIDDEN),
+            TooManyAuthFailures => ("too_many_auth_failures", StatusCode::TOO_MANY_REQUESTS),
+            RateLimited => ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
+            TokenExists => ("token_exists", StatusCode::CONFLICT),
+            UnknownToken => ("unknown_token", StatusCode::NOT_FOUND),
             Internal => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
@@ -91,6 +156,7 @@ impl From<EngineError> for ApiError {
         let kind = match &error {
             EngineError::UnknownCollection(_) => ErrorKind::UnknownCollection,
             EngineError::UnknownSubscription(_) => ErrorKind::UnknownSubscription,
+            EngineError::TokenExists(_) => ErrorKind::TokenExists,
             EngineError::Invalid(_) => ErrorKind::InvalidParameter,
             EngineError::Overloaded { .. } => ErrorKind::Overloaded,
             EngineError::Poisoned => ErrorKind::StoreUnavailable,
@@ -123,6 +189,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({"error": {"code": code, "message": self.message}});
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+            // Callers that know better (the auth limiter) overwrite it.
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));

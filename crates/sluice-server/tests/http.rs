@@ -494,7 +494,10 @@ async fn operations_endpoints() {
     let health = api.get("/healthz").await;
     assert_eq!(
         (health.status, health.json()),
-        (StatusCode::OK, json!({"status": "ok", "components": {}}))
+        (
+            StatusCode::OK,
+            json!({"status": "ok", "components": {}, "auth": "off (loopback and no tokens: create one with `sluice token create` to turn it on)"})
+        )
     );
     // A connector that is down degrades the node and says why; it does not fail it.
     let connector = api.engine.component("nats-outbound");
@@ -859,13 +862,22 @@ async fn slow_uploads_time_out() {
 }
 
 #[test]
-fn refuses_public_addresses_without_auth() {
-    let check = sluice_server::check_listen_address;
-    assert!(check("127.0.0.1:7070".parse().unwrap(), false).is_ok());
-    assert!(check("[::1]:7070".parse().unwrap(), false).is_ok());
-    let error = check("0.0.0.0:7070".parse().unwrap(), false).unwrap_err();
-    assert!(error.contains("--insecure-no-auth"), "{error}");
-    assert!(check("0.0.0.0:7070".parse().unwrap(), true).is_ok());
+fn refuses_public_addresses_where_nobody_could_get_in() {
+    let api = api();
+    let check = |address: &str, insecure| {
+        sluice_server::check_listen_address(&api.engine, address.parse().unwrap(), insecure)
+    };
+    assert!(check("127.0.0.1:7070", false).is_ok());
+    assert!(check("[::1]:7070", false).is_ok());
+    let error = check("0.0.0.0:7070", false).unwrap_err();
+    assert!(
+        error.contains("--insecure-no-auth") && error.contains("SLUICE_ADMIN_TOKEN"),
+        "{error}"
+    );
+    assert!(check("0.0.0.0:7070", true).is_ok());
+    // With a token, auth is on and the address is fine.
+    api.engine.add_bootstrap_token(&"b".repeat(40)).unwrap();
+    assert!(check("0.0.0.0:7070", false).is_ok());
 }
 
 #[tokio::test]
@@ -943,6 +955,7 @@ impl sluice_server::Analytics for ScriptedAnalytics {
     fn sql(
         &self,
         request: sluice_server::analytics::SqlRequest,
+        _collections: Option<Vec<String>>,
     ) -> sluice_server::analytics::BoxFuture<
         Result<sluice_server::analytics::SqlAnswer, sluice_server::analytics::AnalyticsError>,
     > {
@@ -990,6 +1003,7 @@ async fn sql_and_snapshot_routes_map_answers_and_errors() {
         router: sluice_server::router_with(
             api.engine.clone(),
             Some(std::sync::Arc::new(ScriptedAnalytics)),
+            sluice_server::ServerOptions::default(),
         ),
         ..api
     };

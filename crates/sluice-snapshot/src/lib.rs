@@ -10,6 +10,7 @@
 //! - `objects.rs`: the store and its layout; `layout.rs`: the columns.
 
 mod archiver;
+mod bounded;
 mod compact;
 mod layout;
 mod objects;
@@ -46,6 +47,10 @@ pub enum SnapshotError {
     TooManyRows { max: usize },
     #[error("the query took longer than {ms} ms")]
     Timeout { ms: u64 },
+    #[error("the query's result is over {max} bytes: select fewer columns or rows, or aggregate")]
+    ResultTooLarge { max: usize },
+    #[error("{0}")]
+    Forbidden(String),
     #[error("unknown snapshot {0:?}")]
     UnknownSnapshot(String),
     #[error("unknown collection {0:?}")]
@@ -255,12 +260,24 @@ impl Snapshots {
         sql: &str,
         as_of: Option<&str>,
     ) -> Result<QueryResult, SnapshotError> {
+        self.query_as(sql, as_of, None).await
+    }
+
+    /// [`Snapshots::query`] for a caller limited to `collections`: only those tables
+    /// exist for the planner, and naming another collection is `Forbidden`.
+    pub async fn query_as(
+        &self,
+        sql: &str,
+        as_of: Option<&str>,
+        collections: Option<&[String]>,
+    ) -> Result<QueryResult, SnapshotError> {
         query::query(
             &self.inner.objects,
             &self.inner.layouts,
             &self.inner.config,
             sql,
             as_of,
+            collections,
         )
         .await
     }
@@ -290,6 +307,7 @@ pub(crate) fn session(
         .map_err(datafusion_error)?;
     let session_config = SessionConfig::new().with_target_partitions(2);
     let ctx = SessionContext::new_with_config_rt(session_config, runtime);
+    bounded::install(&ctx, config.query_value_bytes_max);
     let url = url::Url::parse(objects::STORE_URL)
         .map_err(|error| SnapshotError::Internal(error.to_string()))?;
     ctx.register_object_store(&url, Arc::clone(&objects.store));

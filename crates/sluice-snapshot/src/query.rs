@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::ParquetReadOptions;
+use futures_util::StreamExt;
 use sluice_core::config::SnapshotsConfig;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,10 +50,18 @@ pub async fn query(
     config: &SnapshotsConfig,
     sql: &str,
     as_of: Option<&str>,
+    allowed: Option<&[String]>,
 ) -> Result<QueryResult, SnapshotError> {
     let ctx = session(objects, config)?;
+    if let Some(allowed) = allowed {
+        refuse_other_collections(&ctx, layouts, sql, allowed)?;
+    }
+    let visible =
+        |layout: &&Layout| allowed.is_none_or(|allowed| allowed.contains(&layout.collection));
     let mut snapshots = Vec::new();
-    for layout in layouts {
+    // A caller limited to some collections gets only their tables: the planner cannot
+    // resolve the others at all.
+    for layout in layouts.iter().filter(visible) {
         let manifest = chosen_snapshot(objects, &layout.collection, as_of).await?;
         let files: Vec<String> = manifest
             .iter()
@@ -97,10 +106,27 @@ pub async fn query(
         .map_err(|error| SnapshotError::Sql(error.to_string()))?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     let timeout_ms = config.query_timeout_ms;
-    let batches = tokio::time::timeout(Duration::from_millis(timeout_ms), frame.collect())
+    let bytes_max = config.query_result_bytes_max;
+    let collect = async {
+        let mut stream = frame
+            .execute_stream()
+            .await
+            .map_err(|error| SnapshotError::Sql(error.to_string()))?;
+        let mut batches = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|error| SnapshotError::Sql(error.to_string()))?;
+            bytes = bytes.saturating_add(batch.get_array_memory_size());
+            if bytes > bytes_max {
+                return Err(SnapshotError::ResultTooLarge { max: bytes_max });
+            }
+            batches.push(batch);
+        }
+        Ok(batches)
+    };
+    let batches = tokio::time::timeout(Duration::from_millis(timeout_ms), collect)
         .await
-        .map_err(|_| SnapshotError::Timeout { ms: timeout_ms })?
-        .map_err(|error| SnapshotError::Sql(error.to_string()))?;
+        .map_err(|_| SnapshotError::Timeout { ms: timeout_ms })??;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if rows > rows_max {
         return Err(SnapshotError::TooManyRows { max: rows_max });
@@ -111,6 +137,34 @@ pub async fn query(
         rows,
         snapshots,
     })
+}
+
+/// Fails when `sql` names a collection outside `allowed` (tables that are no collection
+/// are left to the planner, which does not know them either).
+fn refuse_other_collections(
+    ctx: &datafusion::prelude::SessionContext,
+    layouts: &[Layout],
+    sql: &str,
+    allowed: &[String],
+) -> Result<(), SnapshotError> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state
+        .sql_to_statement(sql, &dialect)
+        .map_err(|error| SnapshotError::Sql(error.to_string()))?;
+    let references = state
+        .resolve_table_references(&statement)
+        .map_err(|error| SnapshotError::Sql(error.to_string()))?;
+    for reference in references {
+        let table = reference.table();
+        let is_collection = layouts.iter().any(|layout| layout.collection == table);
+        if is_collection && !allowed.iter().any(|name| name == table) {
+            return Err(SnapshotError::Forbidden(format!(
+                "this token may not use the collection {table:?}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The latest snapshot, or the newest whose id is not above `as_of`.

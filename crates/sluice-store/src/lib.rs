@@ -6,7 +6,7 @@
 //! | `docs`     | collection `\0` encoded key          | `sluice_core::codec` record    |
 //! | `changes`  | partition u16 BE, first offset u64 BE| a chunk of change record bodies |
 //! | `rejected` | collection `\0` seq u64 BE           | rejected event (JSON)          |
-//! | `meta`     | `partitions`, `stats\0coll\0` p u16, `consumer\0name`, `subscription\0name`, `seen\0coll\0` encoded key | u16 BE, counters (u64 LE each), cursor, definition (JSON), seen event ids |
+//! | `meta`     | `partitions`, `stats\0coll\0` p u16, `consumer\0name`, `subscription\0name`, `seen\0coll\0` encoded key, `token\0name` | u16 BE, counters (u64 LE each), cursor, definition (JSON), seen event ids, token record (JSON, SHA-256 of the secret) |
 //!
 //! The change log is stored in chunks, one per committed batch and partition, so that a
 //! batch of thousands of events costs one entry of the LSM tree rather than thousands; a
@@ -122,6 +122,7 @@ const META_STATS: &[u8] = b"stats\0";
 const META_CONSUMER: &[u8] = b"consumer\0";
 const META_SUBSCRIPTION: &[u8] = b"subscription\0";
 const META_SEEN: &[u8] = b"seen\0";
+const META_TOKEN: &[u8] = b"token\0";
 const META_INSTANCE: &[u8] = b"instance";
 
 impl Store {
@@ -372,6 +373,12 @@ impl Store {
         self.named_entries(META_SUBSCRIPTION, "subscription name")
     }
 
+    /// Every access token record: (name, record), in name order. Records hold a hash of
+    /// the secret, never the secret (opaque to the store).
+    pub fn tokens(&self) -> Result<Vec<(String, Bytes)>> {
+        self.named_entries(META_TOKEN, "token name")
+    }
+
     /// The `meta` entries under `prefix`, keyed by the UTF-8 name after it.
     fn named_entries(&self, prefix: &[u8], what: &'static str) -> Result<Vec<(String, Bytes)>> {
         let mut out = Vec::new();
@@ -525,6 +532,16 @@ impl Batch<'_> {
     pub fn remove_subscription(&mut self, name: &str) {
         self.inner
             .remove(&self.store.meta, prefixed(META_SUBSCRIPTION, name));
+    }
+
+    pub fn put_token(&mut self, name: &str, record: &[u8]) {
+        self.inner
+            .insert(&self.store.meta, prefixed(META_TOKEN, name), record);
+    }
+
+    pub fn remove_token(&mut self, name: &str) {
+        self.inner
+            .remove(&self.store.meta, prefixed(META_TOKEN, name));
     }
 
     pub fn remove_consumer(&mut self, name: &str) {

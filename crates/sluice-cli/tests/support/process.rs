@@ -51,11 +51,26 @@ pub fn http(
     path: &str,
     body: Option<(&str, &[u8])>,
 ) -> std::io::Result<(u16, Vec<u8>)> {
+    http_with(address, method, path, &[], body)
+}
+
+/// [`http`] with extra header lines (`name: value`).
+pub fn http_with(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: Option<(&str, &[u8])>,
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&address, IO_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
     let payload = match body {
         Some((content_type, bytes)) => {
             request.push_str(&format!(
@@ -143,6 +158,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(config: &Path, data_dir: &Path, log: &Path) -> Server {
+        Self::start_with_env(config, data_dir, log, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env(
+        config: &Path,
+        data_dir: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Server {
         let stderr = OpenOptions::new()
             .create(true)
             .append(true)
@@ -158,6 +183,7 @@ impl Server {
             .arg("127.0.0.1:0")
             // A panic's message, not its backtrace, should reach the log's tail.
             .env("RUST_BACKTRACE", "0")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))

@@ -48,6 +48,20 @@ pub struct SnapshotsConfig {
     /// Time a query may take.
     #[serde(default = "defaults::query_timeout_ms")]
     pub query_timeout_ms: u64,
+    /// Bytes a query's result may hold (Arrow memory, before rendering).
+    #[serde(default = "defaults::query_result_bytes_max")]
+    pub query_result_bytes_max: usize,
+    /// Bytes one value a SQL function builds may have (`repeat`, `lpad`, `rpad`, ...):
+    /// DataFusion's memory pool does not see scalar results, so they are bounded here.
+    #[serde(default = "defaults::query_value_bytes_max")]
+    pub query_value_bytes_max: usize,
+    /// Queries running at once; more are answered 503.
+    #[serde(default = "defaults::queries_max")]
+    pub queries_max: usize,
+    /// Queries per second one token (or, without auth, everyone) may start after a burst
+    /// of twice as many; more are answered 429.
+    #[serde(default = "defaults::queries_per_token_per_s")]
+    pub queries_per_token_per_s: u32,
     /// How long object-store operations are retried (with backoff) before the archiver
     /// reports itself down and starts over; the change log keeps the data meanwhile.
     #[serde(default = "defaults::retry_delay_max_ms")]
@@ -92,6 +106,18 @@ mod defaults {
     pub fn query_timeout_ms() -> u64 {
         30_000
     }
+    pub fn query_result_bytes_max() -> usize {
+        64 << 20
+    }
+    pub fn query_value_bytes_max() -> usize {
+        1 << 20
+    }
+    pub fn queries_max() -> usize {
+        4
+    }
+    pub fn queries_per_token_per_s() -> u32 {
+        10
+    }
     pub fn retry_delay_max_ms() -> u64 {
         10_000
     }
@@ -114,6 +140,10 @@ impl Default for SnapshotsConfig {
             query_memory_bytes_max: defaults::query_memory_bytes_max(),
             query_rows_max: defaults::query_rows_max(),
             query_timeout_ms: defaults::query_timeout_ms(),
+            query_result_bytes_max: defaults::query_result_bytes_max(),
+            query_value_bytes_max: defaults::query_value_bytes_max(),
+            queries_max: defaults::queries_max(),
+            queries_per_token_per_s: defaults::queries_per_token_per_s(),
             retry_delay_max_ms: defaults::retry_delay_max_ms(),
         }
     }

@@ -1,0 +1,262 @@
+//! `--mode soak`: mixed load at fixed rates for `--duration-s`: NDJSON ingest at `--rate`
+//! events/s over `--connections` connections (batches of `--batch-events`), document
+//! reads at `--read-rate`/s, one change stream, a SQL query every `--sql-every-s`. Every
+//! 10 s it prints what was done, the errors, and the server's RSS (`--pid`); at the end,
+//! the RSS after warm-up (the first fifth of the run) against its maximum and last value.
+
+use crate::{Args, Connection, event};
+use anyhow::{Context, Result};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Default)]
+struct Counts {
+    events: AtomicU64,
+    reads: AtomicU64,
+    streamed: AtomicU64,
+    queries: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Counts {
+    fn error(&self, what: &str, detail: &str) {
+        let errors = self.errors.fetch_add(1, Ordering::Relaxed);
+        if errors < 20 {
+            eprintln!("soak: {what}: {detail}");
+        }
+    }
+}
+
+fn rss_mb(pid: Option<u32>) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A fixed schedule: `wait` sleeps until the next slot (a slow step does not lower the
+/// rate the load is offered at), and says whether the run goes on.
+struct Pacer {
+    interval: Duration,
+    started: Instant,
+    index: u32,
+    deadline: Instant,
+}
+
+impl Pacer {
+    fn new(per_s: f64, deadline: Instant) -> Self {
+        let per_s = if per_s > 0.0 { per_s } else { 1e-9 };
+        Self {
+            interval: Duration::from_secs_f64((1.0 / per_s).min(1e6)),
+            started: Instant::now(),
+            index: 0,
+            deadline,
+        }
+    }
+
+    async fn wait(&mut self) -> bool {
+        let due = self.started + self.interval * self.index;
+        if due >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        self.index = self.index.saturating_add(1);
+        true
+    }
+}
+
+async fn reconnect(args: &Args, connection: &mut Connection) {
+    if let Ok(fresh) = Connection::open(&args.addr, args.token.as_deref()).await {
+        *connection = fresh;
+    }
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(args.duration_s);
+    let counts = Arc::new(Counts::default());
+    let mut tasks = Vec::new();
+    let connections = args.connections.max(1);
+    let batches_per_s = args.rate as f64 / args.batch_events.max(1) as f64 / connections as f64;
+    for _ in 0..connections {
+        let (args, counts) = (args.clone(), Arc::clone(&counts));
+        tasks.push(tokio::spawn(async move {
+            let path = format!("/v1/collections/{}/events", args.collection);
+            let mut connection = Connection::open(&args.addr, args.token.as_deref()).await?;
+            let mut body = String::new();
+            let mut pacer = Pacer::new(batches_per_s, deadline);
+            while pacer.wait().await {
+                body.clear();
+                for _ in 0..args.batch_events {
+                    event(&mut body, args.keys);
+                }
+                match connection.post(&path, &body, "application/x-ndjson").await {
+                    Ok(200) => {
+                        counts
+                            .events
+                            .fetch_add(args.batch_events as u64, Ordering::Relaxed);
+                    }
+                    Ok(status) => counts.error(
+                        "ingest",
+                        &format!(
+                            "status {status}: {}",
+                            String::from_utf8_lossy(&connection.body)
+                        ),
+                    ),
+                    Err(error) => {
+                        counts.error("ingest", &error.to_string());
+                        reconnect(&args, &mut connection).await;
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    {
+        let (args, counts) = (args.clone(), Arc::clone(&counts));
+        tasks.push(tokio::spawn(async move {
+            let mut connection = Connection::open(&args.addr, args.token.as_deref()).await?;
+            let mut key = 0u64;
+            let mut pacer = Pacer::new(args.read_rate as f64, deadline);
+            while pacer.wait().await {
+                key = (key + 7919) % args.keys.max(1);
+                let path = format!("/v1/collections/{}/docs/{key}", args.collection);
+                match connection.get(&path).await {
+                    Ok(200 | 404) => {
+                        counts.reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(status) => counts.error("read", &format!("status {status}")),
+                    Err(error) => {
+                        counts.error("read", &error.to_string());
+                        reconnect(&args, &mut connection).await;
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    {
+        let (args, counts) = (args.clone(), Arc::clone(&counts));
+        tasks.push(tokio::spawn(async move {
+            let mut connection = Connection::open(&args.addr, args.token.as_deref()).await?;
+            let body = r#"{"sql": "SELECT specialty, count(*) AS n, avg(rating) AS rating FROM doctor GROUP BY 1 ORDER BY 1"}"#;
+            let mut pacer = Pacer::new(1.0 / args.sql_every_s.max(1) as f64, deadline);
+            while pacer.wait().await {
+                match connection.post("/v1/sql", body, "application/json").await {
+                    Ok(200) => {
+                        counts.queries.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(status) => counts.error(
+                        "sql",
+                        &format!("status {status}: {}", String::from_utf8_lossy(&connection.body)),
+                    ),
+                    Err(error) => {
+                        counts.error("sql", &error.to_string());
+                        reconnect(&args, &mut connection).await;
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    {
+        let (args, counts) = (args.clone(), Arc::clone(&counts));
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                if let Err(error) = follow(&args, &counts, deadline).await {
+                    counts.error("stream", &error.to_string());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let started = Instant::now();
+    let warm_up = Duration::from_secs(args.duration_s / 5);
+    let mut rss_after_warm_up: Option<f64> = None;
+    let mut rss_max_after: f64 = 0.0;
+    let mut rss_last = None;
+    while Instant::now() < deadline {
+        tokio::time::sleep(
+            Duration::from_secs(10).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+        let rss = rss_mb(args.pid);
+        rss_last = rss.or(rss_last);
+        if started.elapsed() >= warm_up
+            && let Some(rss) = rss
+        {
+            rss_after_warm_up.get_or_insert(rss);
+            rss_max_after = rss_max_after.max(rss);
+        }
+        println!(
+            "soak t={:>5.0}s events={} reads={} streamed={} queries={} errors={} rss_mb={}",
+            started.elapsed().as_secs_f64(),
+            counts.events.load(Ordering::Relaxed),
+            counts.reads.load(Ordering::Relaxed),
+            counts.streamed.load(Ordering::Relaxed),
+            counts.queries.load(Ordering::Relaxed),
+            counts.errors.load(Ordering::Relaxed),
+            rss.map_or_else(|| "?".to_owned(), |rss| format!("{rss:.0}")),
+        );
+    }
+    for task in tasks {
+        task.await.context("a soak task panicked")??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let first = rss_after_warm_up.unwrap_or(0.0);
+    println!(
+        "RESULT sluice-soak wall_s={seconds:.0} events={} events_per_s={:.0} reads={} streamed={} queries={} errors={} rss_after_warm_up_mb={first:.0} rss_max_mb={rss_max_after:.0} rss_last_mb={:.0} rss_growth_pct={:.1}",
+        counts.events.load(Ordering::Relaxed),
+        counts.events.load(Ordering::Relaxed) as f64 / seconds,
+        counts.reads.load(Ordering::Relaxed),
+        counts.streamed.load(Ordering::Relaxed),
+        counts.queries.load(Ordering::Relaxed),
+        counts.errors.load(Ordering::Relaxed),
+        rss_last.unwrap_or(0.0),
+        if first > 0.0 {
+            (rss_max_after - first) / first * 100.0
+        } else {
+            0.0
+        },
+    );
+    Ok(())
+}
+
+/// Follows the change stream until `deadline`, counting `change` events.
+async fn follow(args: &Args, counts: &Counts, deadline: Instant) -> Result<()> {
+    let mut stream = TcpStream::connect(&args.addr).await?;
+    let authorization = crate::authorization(args.token.as_deref());
+    stream
+        .write_all(
+            format!(
+                "GET /v1/changes/stream?collection={} HTTP/1.1\r\nHost: sluice\r\n{authorization}\r\n",
+                args.collection
+            )
+            .as_bytes(),
+        )
+        .await?;
+    let mut buffer = vec![0u8; 1 << 16];
+    let needle = b"event: change";
+    let mut carry: Vec<u8> = Vec::new();
+    while Instant::now() < deadline {
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buffer))
+            .await
+            .context("the stream went silent for 30 s")??;
+        if read == 0 {
+            anyhow::bail!("the stream ended");
+        }
+        carry.extend_from_slice(&buffer[..read]);
+        let found = carry
+            .windows(needle.len())
+            .filter(|window| window == needle)
+            .count();
+        counts.streamed.fetch_add(found as u64, Ordering::Relaxed);
+        // Keep a tail that may hold the start of the next needle.
+        let keep = carry.len().min(needle.len() - 1);
+        carry.drain(..carry.len() - keep);
+    }
+    Ok(())
+}

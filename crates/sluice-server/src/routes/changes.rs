@@ -1,0 +1,222 @@
+//! The change log: pages with long polling, and server-sent events.
+
+use super::{PAGE_LIMIT_DEFAULT, json_response, query, start_cursor, stopped};
+use crate::AppState;
+use crate::auth::Access;
+use crate::error::{ApiError, ErrorKind};
+use axum::Extension;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sluice_core::Cursor;
+use sluice_engine::Engine;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(changes))
+        .routes(routes!(changes_stream))
+}
+
+/// The collections a read keeps: the one asked for (if the caller may see it), else
+/// every one the caller may see (`None`: all).
+fn visible(
+    engine: &Engine,
+    access: &Access,
+    collection: Option<&str>,
+) -> Result<Option<Vec<String>>, ApiError> {
+    if let Some(name) = collection {
+        engine.collection(name)?;
+        access.check(name)?;
+        return Ok(Some(vec![name.to_owned()]));
+    }
+    Ok(access.collections().map(<[String]>::to_vec))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangesParams {
+    /// A cursor, or `now` for "only what comes next"; absent means the oldest kept.
+    after: Option<String>,
+    limit: Option<usize>,
+    wait_ms: Option<u64>,
+    /// Only this collection's records (the cursor still moves past the others).
+    collection: Option<String>,
+}
+
+/// Change records after a cursor, long-polling up to `wait_ms` for new ones. A token
+/// limited to some collections sees only their records.
+#[utoipa::path(
+    get,
+    path = "/v1/changes",
+    tag = "changes",
+    params(
+        ("after" = Option<String>, Query, description = "A cursor, or `now`; absent: the oldest kept"),
+        ("limit" = Option<usize>, Query, description = "Records per page (bounded by `changes_limit_max`)"),
+        ("wait_ms" = Option<u64>, Query, description = "Long-poll up to this long (bounded by `wait_ms_max`)"),
+        ("collection" = Option<String>, Query, description = "Only this collection's records"),
+    ),
+    responses((status = 200, description = "A page of the change log", body = crate::openapi::ChangesPage)),
+    security(("token" = ["reader"]))
+)]
+async fn changes(
+    State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+    params: Result<Query<ChangesParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(params)?;
+    let engine = &state.engine;
+    let collections = visible(engine, &access, params.collection.as_deref())?;
+    let after = start_cursor(engine, params.after.as_deref(), engine.oldest())?;
+    let wait_ms = params
+        .wait_ms
+        .unwrap_or(0)
+        .min(engine.config().limits.wait_ms_max);
+    let names: Option<Vec<&str>> = collections
+        .as_ref()
+        .map(|names| names.iter().map(String::as_str).collect());
+    let read = engine.changes_in(
+        after.clone(),
+        params.limit.unwrap_or(PAGE_LIMIT_DEFAULT),
+        Duration::from_millis(wait_ms),
+        names.as_deref(),
+    );
+    // A long poll ends early, empty, when the server shuts down.
+    let page = tokio::select! {
+        page = read => page?,
+        () = stopped(state.stopping.clone()) => sluice_engine::ChangesPage { records: Vec::new(), next: after },
+    };
+    Ok(changes_response(&page))
+}
+
+pub fn changes_response(page: &sluice_engine::ChangesPage) -> Response {
+    let mut out = b"{\"changes\":[".to_vec();
+    for (index, record) in page.records.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(record);
+    }
+    out.extend_from_slice(b"],\"next\":\"");
+    out.extend_from_slice(page.next.to_string().as_bytes());
+    out.extend_from_slice(b"\"}");
+    json_response(out)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamParams {
+    /// A cursor, or `now`; absent means now. A `Last-Event-ID` header takes precedence.
+    after: Option<String>,
+    collection: Option<String>,
+}
+
+/// Records read per step of a stream, and how long a step waits for new ones.
+const STREAM_PAGE_RECORDS: usize = 256;
+const STREAM_WAIT: Duration = Duration::from_secs(30);
+
+struct StreamState {
+    engine: Engine,
+    cursor: Cursor,
+    collections: Option<Vec<String>>,
+    pending: std::collections::VecDeque<Vec<u8>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// The change log as server-sent events: one `change` event per record with the
+/// record's cursor as its `id`, so a client that reconnects with `Last-Event-ID` resumes
+/// right after the last record it saw. Starts at `now` by default; heartbeat comments
+/// keep idle streams open.
+#[utoipa::path(
+    get,
+    path = "/v1/changes/stream",
+    tag = "changes",
+    params(
+        ("after" = Option<String>, Query, description = "A cursor, or `now` (default)"),
+        ("collection" = Option<String>, Query, description = "Only this collection's records"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this cursor"),
+    ),
+    responses((status = 200, description = "An endless stream of `change` events", content_type = "text/event-stream", body = String)),
+    security(("token" = ["reader"]))
+)]
+async fn changes_stream(
+    State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
+    params: Result<Query<StreamParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(params)?;
+    let engine = state.engine.clone();
+    let collections = visible(&engine, &access, params.collection.as_deref())?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok());
+    let cursor = start_cursor(
+        &engine,
+        last_event_id.or(params.after.as_deref()),
+        engine.head(),
+    )?;
+    let Ok(permit) = Arc::clone(&state.stream_permits).try_acquire_owned() else {
+        return Err(ApiError::new(
+            ErrorKind::Overloaded,
+            "too many event streams open; retry shortly",
+        ));
+    };
+    let heartbeat = Duration::from_millis(engine.config().limits.stream_heartbeat_ms.max(1));
+    let start = StreamState {
+        engine,
+        cursor,
+        collections,
+        pending: Default::default(),
+        stopping: state.stopping.clone(),
+        _permit: permit,
+    };
+    let events = futures_util::stream::unfold(start, |mut stream| async move {
+        loop {
+            if let Some(record) = stream.pending.pop_front() {
+                return Some((
+                    Ok::<_, std::convert::Infallible>(sse_event(&record)),
+                    stream,
+                ));
+            }
+            let names: Option<Vec<&str>> = stream
+                .collections
+                .as_ref()
+                .map(|names| names.iter().map(String::as_str).collect());
+            let read = stream.engine.changes_in(
+                stream.cursor.clone(),
+                STREAM_PAGE_RECORDS,
+                STREAM_WAIT,
+                names.as_deref(),
+            );
+            let page = tokio::select! {
+                page = read => page.ok()?,
+                () = stopped(stream.stopping.clone()) => return None,
+            };
+            drop(names);
+            stream.cursor = page.next;
+            stream.pending.extend(page.records);
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(heartbeat))
+        .into_response())
+}
+
+fn sse_event(record: &[u8]) -> SseEvent {
+    // Records are compact JSON (one line) that start with `{"cursor":"<digits and dots>"`.
+    let text = String::from_utf8_lossy(record);
+    let cursor = text
+        .strip_prefix("{\"cursor\":\"")
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    SseEvent::default().event("change").id(cursor).data(text)
+}
