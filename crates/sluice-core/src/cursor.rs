@@ -27,7 +27,7 @@ impl Cursor {
             .enumerate()
             .filter(|(_, (before, after))| before != after);
         match (moved.next(), moved.next()) {
-            (Some((partition, (before, after))), None) if *after == before + 1 => {
+            (Some((partition, (before, after))), None) if before.checked_add(1) == Some(*after) => {
                 Some((partition, *before))
             }
             _ => None,
@@ -116,5 +116,27 @@ mod tests {
             Cursor::parse("", 1),
             Err(CursorError::Malformed(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod regression_tests {
+    use super::Cursor;
+
+    /// Found by the `cursor` fuzz target: `before + 1` overflowed at `u64::MAX` (a panic
+    /// with overflow checks, `Some((0, u64::MAX))` without).
+    #[test]
+    fn regression_record_position_at_u64_max_does_not_overflow() {
+        let before = Cursor::parse("18446744073709551615", 1).ok();
+        let after = Cursor::parse("0", 1).ok();
+        let (Some(before), Some(after)) = (before, after) else {
+            panic!("both cursors parse");
+        };
+        assert_eq!(before.record_position(&after), None);
+        let next = Cursor::parse("1", 1).ok();
+        assert_eq!(
+            after.record_position(&next.unwrap_or(after.clone())),
+            Some((0, 0))
+        );
     }
 }

@@ -468,6 +468,18 @@ async fn tokens_made_and_revoked_over_http_work_at_once() {
         (duplicate.status, duplicate.code().as_str()),
         (StatusCode::CONFLICT, "token_exists")
     );
+    // Regression (schemathesis): a struct body given as an array of its fields.
+    let array = api
+        .send(
+            Call::new(Method::POST, "/v1/tokens")
+                .bearer(&admin_header)
+                .body(r#"["viaarray", "reader"]"#),
+        )
+        .await;
+    assert_eq!(
+        (array.status, array.code().as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_body")
+    );
     let revoked = api
         .send(Call::new(Method::DELETE, "/v1/tokens/dash").bearer(&admin_header))
         .await;

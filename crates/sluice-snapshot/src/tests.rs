@@ -256,6 +256,126 @@ async fn sql_is_read_only_and_bounded() {
     );
 }
 
+/// Regression: `SELECT repeat('x', 1000000000)` drove the server to 7 GB RSS for 30 s
+/// although `query_memory_bytes_max` was 512 MiB (the pool does not see scalar values).
+#[tokio::test]
+async fn regression_repeat_one_gigabyte_is_refused_before_allocating() {
+    let f = fixture();
+    post(&f.engine, "doctor", "{\"doctor_id\": 1, \"v\": 1}\n").await;
+    f.snapshots.snapshot_now("doctor", &|_| {}).await.unwrap();
+    for sql in [
+        "SELECT repeat('x', 1000000000)",
+        "SELECT repeat(doc, 100000000) FROM doctor",
+        "SELECT lpad('x', 1000000000)",
+        "SELECT rpad(key, 2000000000, 'ab') FROM doctor",
+        "SELECT length(repeat(repeat('x', 1000), 1000000))",
+    ] {
+        let started = std::time::Instant::now();
+        match f.snapshots.query(sql, None).await {
+            Err(SnapshotError::Sql(message)) => {
+                assert!(
+                    message.contains("query_value_bytes_max"),
+                    "{sql}: {message}"
+                )
+            }
+            Err(other) => panic!("{sql}: {other}"),
+            Ok(_) => panic!("{sql} was accepted"),
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{sql}"
+        );
+    }
+    // Values under the bound still work.
+    assert_eq!(
+        sql(&f.snapshots, "SELECT length(repeat('ab', 1000)) AS n").await,
+        json!([{"n": 2000}])
+    );
+    // Growth that depends on the data is checked on the result.
+    match f
+        .snapshots
+        .query(
+            "SELECT replace(repeat('a', 2000), 'a', repeat('b', 1000)) FROM doctor",
+            None,
+        )
+        .await
+    {
+        Err(SnapshotError::Sql(message)) => assert!(message.contains("replace"), "{message}"),
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a 2 MB value was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn results_are_bounded_in_bytes() {
+    let data = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let mut config = config(store.path());
+    if let Some(snapshots) = config.snapshots.as_mut() {
+        snapshots.query_result_bytes_max = 64 * 1024;
+        snapshots.query_rows_max = 1_000_000;
+    }
+    let engine = Engine::open(&config, data.path()).unwrap();
+    let snapshots = Snapshots::open(&engine, data.path()).unwrap();
+    let lines: String = (0..2000)
+        .map(|id| {
+            format!(
+                "{{\"doctor_id\": {id}, \"v\": 1, \"bio\": \"{}\"}}\n",
+                "x".repeat(100)
+            )
+        })
+        .collect();
+    post(&engine, "doctor", &lines).await;
+    snapshots.snapshot_now("doctor", &|_| {}).await.unwrap();
+    match snapshots.query("SELECT doc FROM doctor", None).await {
+        Err(SnapshotError::ResultTooLarge { max }) => assert_eq!(max, 64 * 1024),
+        Err(other) => panic!("{other}"),
+        Ok(result) => panic!("{} rows accepted", result.rows),
+    }
+    let small = snapshots
+        .query("SELECT count(*) AS n FROM doctor", None)
+        .await
+        .unwrap();
+    assert_eq!(small.rows, 1);
+}
+
+#[tokio::test]
+async fn a_token_limited_to_some_collections_plans_only_over_them() {
+    let f = fixture();
+    post(&f.engine, "doctor", "{\"doctor_id\": 1, \"v\": 1}\n").await;
+    post(&f.engine, "slot", "{\"doctor_id\": 1, \"at\": \"9:00\"}\n").await;
+    f.snapshots.snapshot_now("doctor", &|_| {}).await.unwrap();
+    f.snapshots.snapshot_now("slot", &|_| {}).await.unwrap();
+    let only_slot = vec!["slot".to_owned()];
+    let allowed = f
+        .snapshots
+        .query_as("SELECT count(*) AS n FROM slot", None, Some(&only_slot))
+        .await
+        .unwrap();
+    assert_eq!(allowed.rows, 1);
+    for sql in [
+        "SELECT * FROM doctor",
+        "SELECT s.* FROM slot s JOIN doctor d ON s.doctor_id = d.doctor_id",
+        "SELECT * FROM (SELECT key FROM doctor) t",
+        "SELECT * FROM slot WHERE doctor_id IN (SELECT doctor_id FROM doctor)",
+        "WITH d AS (SELECT * FROM doctor) SELECT * FROM d",
+        "SELECT * FROM public.doctor",
+    ] {
+        match f.snapshots.query_as(sql, None, Some(&only_slot)).await {
+            Err(SnapshotError::Forbidden(message)) => {
+                assert!(message.contains("doctor"), "{sql}: {message}")
+            }
+            Err(other) => panic!("{sql}: {other}"),
+            Ok(_) => panic!("{sql} read doctor"),
+        }
+    }
+    // Without a limit, both are there.
+    assert_eq!(
+        sql(&f.snapshots, "SELECT count(*) AS n FROM doctor").await,
+        json!([{"n": 1}])
+    );
+}
+
 #[tokio::test]
 async fn a_crash_between_writing_and_committing_rewrites_the_same_segment() {
     let f = fixture();

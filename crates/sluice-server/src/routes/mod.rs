@@ -50,8 +50,17 @@ pub fn json_response(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// A JSON request body, with the error table's answer when it is not what was expected.
+/// A JSON object request body, with the error table's answer when it is not what was
+/// expected. Only objects: serde would otherwise read a struct from an array of its
+/// fields in order (found by schemathesis).
 pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first.is_some_and(|byte| *byte != b'{') {
+        return Err(ApiError::new(
+            ErrorKind::InvalidBody,
+            "the body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(body).map_err(|error| {
         let (line, column, message) = sluice_core::event::json_error_parts(&error);
         let kind = if error.is_data() {
