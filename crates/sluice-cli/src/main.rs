@@ -394,14 +394,7 @@ pub(crate) async fn serve_with_connectors(
         );
     }
     let background = tokio::spawn(background_tasks(engine.clone(), serving.tls.clone()));
-    let auth_mode = if serving.options.insecure_no_auth {
-        "off (--insecure-no-auth)"
-    } else if serving.options.auth_required || engine.has_tokens() {
-        "on"
-    } else {
-        "off: loopback and no tokens; `sluice token create` turns it on"
-    };
-    tracing::info!(auth = auth_mode, "Access control.");
+    tracing::info!(auth = serving.options.auth_mode(&engine), "Access control.");
     sluice_server::serve(
         engine.clone(),
         api,

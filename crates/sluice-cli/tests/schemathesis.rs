@@ -9,14 +9,10 @@
 
 mod support;
 
-use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::process::{Rng, START_TIMEOUT, http_with, log_tail};
+use support::process::{Rng, Server, http_with, log_tail};
 
 /// Two collections, one with a composite key, SQL over snapshots, and small limits so
 /// that fuzzed requests stay cheap (long polls end after 100 ms, streams send a heartbeat
@@ -111,84 +107,6 @@ const REQUEST_TIMEOUT_S: &str = "3";
 /// The whole schemathesis run; past it the run is killed and the test fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
-/// `sluice serve` with the bootstrap admin token in its environment.
-struct Server {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Server {
-    fn start(config: &Path, data_dir: &Path, log: &Path, admin_token: &str) -> Server {
-        let stderr = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap_or_else(|error| panic!("opening {}: {error}", log.display()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .env("SLUICE_ADMIN_TOKEN", admin_token)
-            // A panic's message, not its backtrace, should reach the log's tail.
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .unwrap_or_else(|error| panic!("starting {}: {error}", env!("CARGO_BIN_EXE_sluice")));
-        let Some(stdout) = child.stdout.take() else {
-            panic!("the server's stdout is not piped")
-        };
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let result = reader.read_line(&mut line).map(|_| line);
-            let _ = sender.send(result);
-            // Keep the pipe open and drained until the process ends.
-            let mut rest = Vec::new();
-            let _ = reader.read_to_end(&mut rest);
-        });
-        let line = match receiver.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(line)) => line,
-            other => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!(
-                    "sluice serve did not report its address within {START_TIMEOUT:?} ({other:?}, exit {status:?})\n\
-                     --- server log ---\n{}",
-                    log_tail(log)
-                );
-            }
-        };
-        let address = line
-            .trim()
-            .strip_prefix("sluice: listening on http://")
-            .and_then(|address| address.parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "unexpected first line {line:?}\n--- server log ---\n{}",
-                    log_tail(log)
-                )
-            });
-        Server { child, address }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Never leak a server when a check panics.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One request with a bearer token and an optional JSON body; status and body.
 fn request(
     address: SocketAddr,
@@ -246,7 +164,12 @@ fn the_server_conforms_to_its_openapi_spec() {
     std::fs::write(&config, CONFIG).unwrap_or_else(|error| panic!("{error}"));
     let log = dir.path().join("server.log");
     let admin = random_secret();
-    let mut server = Server::start(&config, &dir.path().join("data"), &log, &admin);
+    let mut server = Server::start_with_env(
+        &config,
+        &dir.path().join("data"),
+        &log,
+        &[("SLUICE_ADMIN_TOKEN", &admin)],
+    );
     let address = server.address;
 
     // A writer token: schemathesis may ingest and delete, not manage tokens.
@@ -330,10 +253,7 @@ fn the_server_conforms_to_its_openapi_spec() {
     let elapsed = started.elapsed();
     let output = std::fs::read_to_string(&output_path).unwrap_or_default();
 
-    let exited = server
-        .child
-        .try_wait()
-        .unwrap_or_else(|error| panic!("{error}"));
+    let exited = server.exit_status();
     assert!(
         exited.is_none(),
         "the server exited during the run: {exited:?}\n--- schemathesis ---\n{output}\n--- server log ---\n{}",

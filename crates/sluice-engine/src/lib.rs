@@ -514,12 +514,11 @@ impl Engine {
         wait: Duration,
         collection: Option<&str>,
     ) -> Result<ChangesPage, EngineError> {
-        let collections = collection.map(|name| [name]);
         self.changes_in(
             after,
             limit,
             wait,
-            collections.as_ref().map(|names| &names[..]),
+            collection.as_ref().map(std::slice::from_ref),
         )
         .await
     }
@@ -531,15 +530,21 @@ impl Engine {
         mut after: Cursor,
         limit: usize,
         wait: Duration,
-        collections: Option<&[&str]>,
+        collections: Option<&[impl AsRef<str>]>,
     ) -> Result<ChangesPage, EngineError> {
-        let collection = collections;
+        let prefixes: Option<Vec<Vec<u8>>> = collections.map(|names| {
+            names
+                .iter()
+                .map(|name| sluice_core::change::collection_prefix(name.as_ref()))
+                .collect()
+        });
+        let prefixes = prefixes.as_deref();
         let limit = limit.clamp(1, self.shared().config.limits.changes_limit_max);
         let deadline = Instant::now() + wait;
         let mut notified = self.shared().changes_notify.subscribe();
         loop {
             notified.borrow_and_update();
-            let page = self.read_changes(&after, limit, collection)?;
+            let page = self.read_changes(&after, limit, prefixes)?;
             if !page.records.is_empty() || Instant::now() >= deadline {
                 return Ok(page);
             }
@@ -551,24 +556,20 @@ impl Engine {
             match tokio::time::timeout_at(deadline, notified.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return Err(EngineError::Closed),
-                Err(_) => return self.read_changes(&after, limit, collection),
+                Err(_) => return self.read_changes(&after, limit, prefixes),
             }
         }
     }
 
+    /// One page of the change log after `after`; `prefixes`, when given, are the
+    /// [`sluice_core::change::collection_prefix`]es of the collections whose records are kept.
     pub(crate) fn read_changes(
         &self,
         after: &Cursor,
         limit: usize,
-        collections: Option<&[&str]>,
+        prefixes: Option<&[Vec<u8>]>,
     ) -> Result<ChangesPage, EngineError> {
         let shared = self.shared();
-        let prefixes: Option<Vec<Vec<u8>>> = collections.map(|names| {
-            names
-                .iter()
-                .map(|name| sluice_core::change::collection_prefix(name))
-                .collect()
-        });
         let mut per_partition = Vec::with_capacity(shared.durable.len());
         for (partition, durable) in shared.durable.iter().enumerate() {
             let until = durable.load(Ordering::Acquire);
@@ -608,7 +609,7 @@ impl Engine {
                     }
                     next.set(partition, offset + 1);
                     progressed = true;
-                    if prefixes.as_ref().is_some_and(|prefixes| {
+                    if prefixes.is_some_and(|prefixes| {
                         !prefixes.iter().any(|prefix| body.starts_with(prefix))
                     }) {
                         continue;

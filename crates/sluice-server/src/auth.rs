@@ -312,20 +312,62 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Whether requests need credentials now: always off when waived; on whenever a token
-    /// exists or the server listens beyond loopback.
-    pub fn enforced(&self, engine: &Engine) -> bool {
-        !self.options.insecure_no_auth && (self.options.auth_required || engine.has_tokens())
+    /// A 429 for `client` when it has used up its budget of failed authentications.
+    pub fn refuse_if_limited(&self, client: IpAddr, metrics: &HttpMetrics) -> Option<Response> {
+        if self.failures.has_budget(&client) {
+            return None;
+        }
+        metrics.auth_failure("rate_limited");
+        let mut response = ApiError::new(
+            ErrorKind::TooManyAuthFailures,
+            "too many failed authentications from this address; wait and retry",
+        )
+        .into_response();
+        if let Ok(value) = self.failures.retry_after_s().to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        Some(response)
     }
 
-    /// `/healthz`'s and the start-up log's word for the current mode.
-    pub fn mode(&self, engine: &Engine) -> &'static str {
-        if self.options.insecure_no_auth {
-            "off (waived with --insecure-no-auth)"
-        } else if self.enforced(engine) {
-            "on"
-        } else {
-            "off (loopback and no tokens: create one with `sluice token create` to turn it on)"
+    /// A failed authentication from `client`: spends its budget, counts it under
+    /// `reason`, and answers the error.
+    fn failed(
+        &self,
+        client: IpAddr,
+        metrics: &HttpMetrics,
+        reason: &'static str,
+        kind: ErrorKind,
+        message: &str,
+    ) -> ApiError {
+        self.failures.spend(&client);
+        metrics.auth_failure(reason);
+        ApiError::new(kind, message)
+    }
+
+    /// The token of a bearer secret, or the failure (counted against `client`).
+    pub fn check_secret(
+        &self,
+        engine: &Engine,
+        client: IpAddr,
+        metrics: &HttpMetrics,
+        secret: &str,
+    ) -> Result<Arc<TokenEntry>, ApiError> {
+        match engine.check_token(secret) {
+            TokenCheck::Valid(token) => Ok(token),
+            TokenCheck::Expired => Err(self.failed(
+                client,
+                metrics,
+                "expired",
+                ErrorKind::TokenExpired,
+                "this token has expired",
+            )),
+            TokenCheck::Unknown => Err(self.failed(
+                client,
+                metrics,
+                "unknown",
+                ErrorKind::InvalidToken,
+                "unknown or revoked token",
+            )),
         }
     }
 }
@@ -336,12 +378,13 @@ enum Presented<'a> {
     Session(String),
 }
 
-fn unauthorized(kind: ErrorKind, message: &str) -> Response {
-    let mut response = ApiError::new(kind, message).into_response();
-    let challenge = match kind {
+/// A 401 with its `WWW-Authenticate` challenge.
+fn unauthorized(error: ApiError) -> Response {
+    let challenge = match error.kind {
         ErrorKind::MissingToken => "Bearer realm=\"sluice\"",
         _ => "Bearer realm=\"sluice\", error=\"invalid_token\"",
     };
+    let mut response = error.into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         axum::http::HeaderValue::from_static(challenge),
@@ -429,73 +472,50 @@ pub(crate) async fn authorize(
     let Some(required) = rule.role else {
         return next.run(request).await;
     };
-    if !auth.enforced(&state.engine) {
+    if !auth.options.auth_enforced(&state.engine) {
         request.extensions_mut().insert(Access::open());
         return next.run(request).await;
     }
     let client = client_ip(&request);
-    if !auth.failures.has_budget(&client) {
-        metrics.auth_failure("rate_limited");
-        let mut response = ApiError::new(
-            ErrorKind::TooManyAuthFailures,
-            "too many failed authentications from this address; wait and retry",
-        )
-        .into_response();
-        if let Ok(value) = auth.failures.retry_after_s().to_string().parse() {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return response;
+    if let Some(refused) = auth.refuse_if_limited(client, metrics) {
+        return refused;
     }
-    let fail = |kind: ErrorKind, reason: &'static str, message: &str| {
-        auth.failures.spend(&client);
-        metrics.auth_failure(reason);
-        unauthorized(kind, message)
-    };
     let token = match presented(&request) {
-        Err(Malformed) => {
-            auth.failures.spend(&client);
-            metrics.auth_failure("malformed");
-            return unauthorized(
-                ErrorKind::InvalidAuthorization,
-                "the Authorization header must be `Bearer <token>`",
-            );
-        }
+        Err(Malformed) => Err(auth.failed(
+            client,
+            metrics,
+            "malformed",
+            ErrorKind::InvalidAuthorization,
+            "the Authorization header must be `Bearer <token>`",
+        )),
         Ok(None) => {
+            // Not a guess: no budget spent.
             metrics.auth_failure("missing");
-            return unauthorized(
+            Err(ApiError::new(
                 ErrorKind::MissingToken,
                 "this route needs a token: send `Authorization: Bearer <token>`",
-            );
+            ))
         }
-        Ok(Some(Presented::Bearer(secret))) => match state.engine.check_token(secret) {
-            TokenCheck::Valid(token) => token,
-            TokenCheck::Expired => {
-                return fail(ErrorKind::TokenExpired, "expired", "this token has expired");
-            }
-            TokenCheck::Unknown => {
-                return fail(
-                    ErrorKind::InvalidToken,
-                    "unknown",
-                    "unknown or revoked token",
-                );
-            }
-        },
-        Ok(Some(Presented::Session(id))) => {
-            match auth
-                .sessions
-                .lookup(&id)
-                .and_then(|name| state.engine.token_named(&name))
-            {
-                Some(token) => token,
-                None => {
-                    return fail(
-                        ErrorKind::InvalidSession,
-                        "session",
-                        "no such session (expired, signed out, or its token was revoked): sign in again at /login",
-                    );
-                }
-            }
+        Ok(Some(Presented::Bearer(secret))) => {
+            auth.check_secret(&state.engine, client, metrics, secret)
         }
+        Ok(Some(Presented::Session(id))) => auth
+            .sessions
+            .lookup(&id)
+            .and_then(|name| state.engine.token_named(&name))
+            .ok_or_else(|| {
+                auth.failed(
+                    client,
+                    metrics,
+                    "session",
+                    ErrorKind::InvalidSession,
+                    "no such session (expired, signed out, or its token was revoked): sign in again at /login",
+                )
+            }),
+    };
+    let token = match token {
+        Ok(token) => token,
+        Err(error) => return unauthorized(error),
     };
     if !token.record.role.allows(required) {
         metrics.auth_failure("forbidden");

@@ -44,6 +44,23 @@ impl ServerOptions {
             tls,
         }
     }
+
+    /// Whether requests need credentials now: always off when waived; on whenever a token
+    /// exists or the server listens beyond loopback.
+    pub fn auth_enforced(&self, engine: &Engine) -> bool {
+        !self.insecure_no_auth && (self.auth_required || engine.has_tokens())
+    }
+
+    /// `/healthz`'s and the start-up log's word for the current mode.
+    pub fn auth_mode(&self, engine: &Engine) -> &'static str {
+        if self.insecure_no_auth {
+            "off (waived with --insecure-no-auth)"
+        } else if self.auth_enforced(engine) {
+            "on"
+        } else {
+            "off (loopback and no tokens: create one with `sluice token create` to turn it on)"
+        }
+    }
 }
 
 #[derive(Clone)]

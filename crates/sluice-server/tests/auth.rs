@@ -5,7 +5,8 @@
 // Helpers outside `#[test]` functions may unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use axum::Router;
+mod support;
+
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
@@ -14,6 +15,7 @@ use serde_json::Value;
 use sluice_core::Config;
 use sluice_engine::{Engine, Role, TokenSpec};
 use std::net::SocketAddr;
+use support::{Api, Call};
 use tower::ServiceExt;
 
 const CONFIG: &str = r#"
@@ -31,132 +33,8 @@ name = "location"
 key = ["/location_id"]
 "#;
 
-struct Api {
-    router: Router,
-    engine: Engine,
-    _dir: tempfile::TempDir,
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    text: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or(Value::Null)
-    }
-    fn code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
 fn api() -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config::from_toml(CONFIG).unwrap();
-    let engine = Engine::open(&config, dir.path()).unwrap();
-    Api {
-        router: sluice_server::router(engine.clone()),
-        engine,
-        _dir: dir,
-    }
-}
-
-/// A request as a client at `client` sends it.
-struct Call<'a> {
-    method: Method,
-    uri: String,
-    authorization: Option<&'a str>,
-    cookie: Option<&'a str>,
-    body: Option<String>,
-    client: SocketAddr,
-}
-
-impl<'a> Call<'a> {
-    fn new(method: Method, uri: &str) -> Self {
-        Self {
-            method,
-            uri: uri.to_owned(),
-            authorization: None,
-            cookie: None,
-            body: None,
-            client: "10.0.0.1:5000".parse().unwrap(),
-        }
-    }
-    fn bearer(mut self, header: &'a str) -> Self {
-        self.authorization = Some(header);
-        self
-    }
-    fn body(mut self, body: impl Into<String>) -> Self {
-        self.body = Some(body.into());
-        self
-    }
-}
-
-impl Api {
-    async fn send(&self, call: Call<'_>) -> Answer {
-        let mut request = Request::builder().method(call.method).uri(&call.uri);
-        if let Some(header) = call.authorization {
-            request = request.header("authorization", header);
-        }
-        if let Some(cookie) = call.cookie {
-            request = request.header("cookie", cookie);
-        }
-        let body = match call.body {
-            Some(body) => {
-                request = request.header("content-type", "application/json");
-                Body::from(body)
-            }
-            None => Body::empty(),
-        };
-        let mut request = request.body(body).unwrap();
-        request.extensions_mut().insert(ConnectInfo(call.client));
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let is_stream = headers
-            .get("content-type")
-            .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
-        // An event stream never ends: its status and headers are the answer.
-        let text = if is_stream {
-            String::new()
-        } else {
-            let bytes = response.into_body().collect().await.unwrap().to_bytes();
-            String::from_utf8_lossy(&bytes).into_owned()
-        };
-        Answer {
-            status,
-            headers,
-            text,
-        }
-    }
-
-    fn token(&self, name: &str, role: Role, collections: Option<&[&str]>) -> String {
-        self.token_expiring(name, role, collections, None)
-    }
-
-    fn token_expiring(
-        &self,
-        name: &str,
-        role: Role,
-        collections: Option<&[&str]>,
-        expires_in_ms: Option<u64>,
-    ) -> String {
-        self.engine
-            .create_token(TokenSpec {
-                name: name.to_owned(),
-                role,
-                collections: collections
-                    .map(|names| names.iter().map(|n| (*n).to_owned()).collect()),
-                expires_in_ms,
-            })
-            .unwrap()
-            .0
-    }
+    support::api_with(CONFIG, |_| {})
 }
 
 /// The credentials of the matrix.
@@ -287,7 +165,9 @@ async fn auth_matrix_covers_every_route() {
             call.client =
                 SocketAddr::from(([10, 1, (round / 250) as u8, (round % 250) as u8], 4000));
             call.authorization = header.as_deref();
-            call.body = body;
+            if let Some(body) = body {
+                call = call.body(body);
+            }
             let answer = api.send(call).await;
             let context = format!("{who:?} {method} {uri}: {} {}", answer.status, answer.text);
             assert!(!answer.status.is_server_error(), "{context}");
@@ -307,7 +187,7 @@ async fn auth_matrix_covers_every_route() {
             };
             if let Some(code) = expected_401 {
                 assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{context}");
-                assert_eq!(answer.code(), code, "{context}");
+                assert_eq!(answer.error_code(), code, "{context}");
                 assert!(answer.headers.contains_key("www-authenticate"), "{context}");
                 continue;
             }
@@ -331,7 +211,7 @@ async fn auth_matrix_covers_every_route() {
             );
             if scoped && answer.status.is_success() {
                 // What it did see is only its collection.
-                let body = answer.json();
+                let body = answer.json_or_null();
                 for record in body["changes"].as_array().into_iter().flatten() {
                     assert_eq!(record["collection"], "location", "{context}");
                 }
@@ -377,7 +257,7 @@ async fn scoped_tokens_see_only_their_collections() {
         .send(Call::new(Method::GET, "/v1/changes?collection=doctor").bearer(&scoped))
         .await;
     assert_eq!(
-        (forbidden.status, forbidden.code().as_str()),
+        (forbidden.status, forbidden.error_code().as_str()),
         (StatusCode::FORBIDDEN, "collection_forbidden")
     );
     let stream = api
@@ -397,7 +277,7 @@ async fn scoped_tokens_see_only_their_collections() {
         .send(Call::new(Method::GET, "/v1/collections/doctor/docs/1").bearer(&scoped))
         .await;
     assert_eq!(
-        (doc.status, doc.code().as_str()),
+        (doc.status, doc.error_code().as_str()),
         (StatusCode::FORBIDDEN, "collection_forbidden")
     );
     let doc = api
@@ -465,7 +345,7 @@ async fn tokens_made_and_revoked_over_http_work_at_once() {
         )
         .await;
     assert_eq!(
-        (duplicate.status, duplicate.code().as_str()),
+        (duplicate.status, duplicate.error_code().as_str()),
         (StatusCode::CONFLICT, "token_exists")
     );
     // Regression (schemathesis): a struct body given as an array of its fields.
@@ -477,7 +357,7 @@ async fn tokens_made_and_revoked_over_http_work_at_once() {
         )
         .await;
     assert_eq!(
-        (array.status, array.code().as_str()),
+        (array.status, array.error_code().as_str()),
         (StatusCode::BAD_REQUEST, "invalid_body")
     );
     let revoked = api
@@ -488,14 +368,14 @@ async fn tokens_made_and_revoked_over_http_work_at_once() {
         .send(Call::new(Method::GET, "/v1/collections/doctor/docs").bearer(&reader))
         .await;
     assert_eq!(
-        (refused.status, refused.code().as_str()),
+        (refused.status, refused.error_code().as_str()),
         (StatusCode::UNAUTHORIZED, "invalid_token")
     );
     let unknown = api
         .send(Call::new(Method::DELETE, "/v1/tokens/dash").bearer(&admin_header))
         .await;
     assert_eq!(
-        (unknown.status, unknown.code().as_str()),
+        (unknown.status, unknown.error_code().as_str()),
         (StatusCode::NOT_FOUND, "unknown_token")
     );
 }
@@ -563,7 +443,7 @@ async fn brute_force_is_rate_limited_per_address_and_others_are_served() {
             StatusCode::UNAUTHORIZED => {}
             StatusCode::TOO_MANY_REQUESTS => {
                 limited += 1;
-                assert_eq!(answer.code(), "too_many_auth_failures");
+                assert_eq!(answer.error_code(), "too_many_auth_failures");
                 assert!(answer.headers.contains_key("retry-after"));
             }
             other => panic!("unexpected {other}: {}", answer.text),
@@ -656,7 +536,7 @@ async fn bad_credentials_get_401_never_5xx() {
     call.cookie = Some("sluice_session=nonsense; other=1");
     let answer = api.send(call).await;
     assert_eq!(
-        (answer.status, answer.code().as_str()),
+        (answer.status, answer.error_code().as_str()),
         (StatusCode::UNAUTHORIZED, "invalid_session")
     );
 }
@@ -709,7 +589,7 @@ async fn browser_sessions_follow_their_token() {
     call.cookie = Some(&cookie);
     let answer = api.send(call).await;
     assert_eq!(
-        (answer.status, answer.code().as_str()),
+        (answer.status, answer.error_code().as_str()),
         (StatusCode::UNAUTHORIZED, "invalid_session")
     );
 }

@@ -4,13 +4,14 @@
 // Helpers outside `#[test]` functions may unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use axum::Router;
+mod support;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sluice_core::Config;
-use sluice_engine::Engine;
+use support::{Answer, Api};
 use tower::ServiceExt;
 
 const CONFIG: &str = r#"
@@ -30,52 +31,13 @@ key = ["/location", "/slot"]
 ordering = "document"
 "#;
 
-struct Api {
-    router: Router,
-    engine: Engine,
-    _dir: tempfile::TempDir,
-}
-
-struct Answer {
-    status: StatusCode,
-    text: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|error| panic!("{error}: {}", self.text))
-    }
-
-    fn error_code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    fn error_message(&self) -> String {
-        self.json()["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
 fn api() -> Api {
     api_with(|_| {})
 }
 
 /// An API over the test config, changed by `configure`.
 fn api_with(configure: impl FnOnce(&mut Config)) -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::from_toml(CONFIG).unwrap();
-    configure(&mut config);
-    let engine = Engine::open(&config, dir.path()).unwrap();
-    Api {
-        router: sluice_server::router(engine.clone()),
-        engine,
-        _dir: dir,
-    }
+    support::api_with(CONFIG, configure)
 }
 
 /// A request body that sends `{` and then never finishes (while the sender lives).
@@ -86,51 +48,6 @@ async fn unfinished_body() -> (http_body_util::channel::Sender<axum::body::Bytes
         .await
         .unwrap();
     (sender, Body::new(body))
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: &str,
-        uri: &str,
-        content_type: Option<&str>,
-        body: impl Into<Body>,
-    ) -> Answer {
-        let mut request = Request::builder().method(method).uri(uri);
-        if let Some(content_type) = content_type {
-            request = request.header("content-type", content_type);
-        }
-        let response = self
-            .router
-            .clone()
-            .oneshot(request.body(body.into()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            text: String::from_utf8(bytes.to_vec()).unwrap(),
-        }
-    }
-
-    async fn get(&self, uri: &str) -> Answer {
-        self.call("GET", uri, None, Body::empty()).await
-    }
-
-    async fn post(&self, uri: &str, body: &str) -> Answer {
-        self.call("POST", uri, Some("application/json"), body.to_owned())
-            .await
-    }
-
-    async fn delete(&self, uri: &str) -> Answer {
-        self.call("DELETE", uri, None, Body::empty()).await
-    }
-
-    async fn ndjson(&self, uri: &str, body: &str) -> Answer {
-        self.call("POST", uri, Some("application/x-ndjson"), body.to_owned())
-            .await
-    }
 }
 
 const EVENTS: &str = "/v1/collections/doctor/events";

@@ -219,12 +219,21 @@ impl Server {
             .strip_prefix("sluice: listening on http://")
             .and_then(|address| address.parse().ok())
             .unwrap_or_else(|| {
+                let _ = child.kill();
+                let _ = child.wait();
                 panic!(
                     "unexpected first line {line:?}\n--- server log ---\n{}",
                     log_tail(log)
                 )
             });
         Server { child, address }
+    }
+
+    /// How the process ended, if it has (`None`: still running).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .try_wait()
+            .unwrap_or_else(|error| panic!("checking on the server: {error}"))
     }
 
     /// SIGKILL, and check that the signal is what ended the process (it did not exit on

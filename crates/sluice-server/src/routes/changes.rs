@@ -78,14 +78,11 @@ async fn changes(
         .wait_ms
         .unwrap_or(0)
         .min(engine.config().limits.wait_ms_max);
-    let names: Option<Vec<&str>> = collections
-        .as_ref()
-        .map(|names| names.iter().map(String::as_str).collect());
     let read = engine.changes_in(
         after.clone(),
         params.limit.unwrap_or(PAGE_LIMIT_DEFAULT),
         Duration::from_millis(wait_ms),
-        names.as_deref(),
+        collections.as_deref(),
     );
     // A long poll ends early, empty, when the server shuts down.
     let page = tokio::select! {
@@ -186,21 +183,16 @@ async fn changes_stream(
                     stream,
                 ));
             }
-            let names: Option<Vec<&str>> = stream
-                .collections
-                .as_ref()
-                .map(|names| names.iter().map(String::as_str).collect());
             let read = stream.engine.changes_in(
                 stream.cursor.clone(),
                 STREAM_PAGE_RECORDS,
                 STREAM_WAIT,
-                names.as_deref(),
+                stream.collections.as_deref(),
             );
             let page = tokio::select! {
                 page = read => page.ok()?,
                 () = stopped(stream.stopping.clone()) => return None,
             };
-            drop(names);
             stream.cursor = page.next;
             stream.pending.extend(page.records);
         }

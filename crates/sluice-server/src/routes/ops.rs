@@ -67,7 +67,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
     let status = if all_up { "ok" } else { "degraded" };
     Json(serde_json::json!({
         "status": status,
-        "auth": state.auth.mode(&state.engine),
+        "auth": state.auth.options.auth_mode(&state.engine),
         "components": components,
     }))
     .into_response()

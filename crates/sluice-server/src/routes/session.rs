@@ -9,7 +9,6 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
-use sluice_engine::TokenCheck;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -19,6 +18,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(login))
         .routes(routes!(logout))
 }
+
+/// A login body holds one token: anything longer is refused unread.
+const LOGIN_BODY_BYTES_MAX: usize = 64 * 1024;
 
 const LOGIN_PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sluice: sign in</title>
@@ -73,36 +75,14 @@ struct LoginRequest {
 async fn login(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let client = client_ip(&request);
     let auth = &state.auth;
-    if !auth.failures.has_budget(&client) {
-        state.metrics.auth_failure("rate_limited");
-        return Err(ApiError::new(
-            ErrorKind::TooManyAuthFailures,
-            "too many failed authentications from this address; wait and retry",
-        ));
+    if let Some(refused) = auth.refuse_if_limited(client, &state.metrics) {
+        return Ok(refused);
     }
-    let body: Bytes = axum::body::to_bytes(request.into_body(), 64 * 1024)
+    let body: Bytes = axum::body::to_bytes(request.into_body(), LOGIN_BODY_BYTES_MAX)
         .await
         .map_err(|error| ApiError::new(ErrorKind::InvalidBody, error.to_string()))?;
     let login: LoginRequest = super::json_body(&body)?;
-    let token = match state.engine.check_token(login.token.trim()) {
-        TokenCheck::Valid(token) => token,
-        TokenCheck::Expired => {
-            auth.failures.spend(&client);
-            state.metrics.auth_failure("expired");
-            return Err(ApiError::new(
-                ErrorKind::TokenExpired,
-                "this token has expired",
-            ));
-        }
-        TokenCheck::Unknown => {
-            auth.failures.spend(&client);
-            state.metrics.auth_failure("unknown");
-            return Err(ApiError::new(
-                ErrorKind::InvalidToken,
-                "unknown or revoked token",
-            ));
-        }
-    };
+    let token = auth.check_secret(&state.engine, client, &state.metrics, login.token.trim())?;
     let (id, max_age_s) = auth.sessions.create(&token)?;
     let secure = if auth.options.tls { "; Secure" } else { "" };
     let cookie = format!(
