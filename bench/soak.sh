@@ -19,6 +19,7 @@ server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:7078/healthz > /dev/null && break; sleep 0.1; done
 "$BIN/sluice-load" --addr 127.0.0.1:7078 --mode soak --token "$token" --pid "$server" \
+    --data-dir bench-work/sluice-soak-data \
     --rate "$RATE" --batch-events 1000 --connections 4 --read-rate 500 --sql-every-s 5 \
     --duration-s "$DURATION_S"
 du -sh bench-work/sluice-soak-data

@@ -52,6 +52,9 @@ pub(crate) struct Args {
     /// Soak mode: the server's process id, whose RSS is sampled.
     #[arg(long)]
     pid: Option<u32>,
+    /// Soak mode: the server's data directory, whose size is sampled.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
     /// An API token sent as `Authorization: Bearer` on every request (measures the cost
     /// of checking it).
     #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]

@@ -1,8 +1,9 @@
 //! `--mode soak`: mixed load at fixed rates for `--duration-s`: NDJSON ingest at `--rate`
 //! events/s over `--connections` connections (batches of `--batch-events`), document
 //! reads at `--read-rate`/s, one change stream, a SQL query every `--sql-every-s`. Every
-//! 10 s it prints what was done, the errors, and the server's RSS (`--pid`); at the end,
-//! the RSS after warm-up (the first fifth of the run) against its maximum and last value.
+//! 10 s it prints what was done, the errors, the server's RSS (`--pid`) and the size of
+//! its data directory (`--data-dir`); at the end, the RSS after warm-up (the first fifth
+//! of the run): its first, lowest, highest and last values, and the largest data directory.
 
 use crate::{Args, Connection, event};
 use anyhow::{Context, Result};
@@ -35,6 +36,21 @@ fn rss_mb(pid: Option<u32>) -> Option<f64> {
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// Bytes in the files under `path` (0 for what cannot be read: files come and go).
+fn dir_bytes(path: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// A fixed schedule: `wait` sleeps until the next slot (a slow step does not lower the
@@ -177,7 +193,9 @@ pub async fn run(args: Args) -> Result<()> {
     let warm_up = Duration::from_secs(args.duration_s / 5);
     let mut rss_after_warm_up: Option<f64> = None;
     let mut rss_max_after: f64 = 0.0;
+    let mut rss_min_after = f64::MAX;
     let mut rss_last = None;
+    let mut disk_max_after_mb = 0.0f64;
     while Instant::now() < deadline {
         tokio::time::sleep(
             Duration::from_secs(10).min(deadline.saturating_duration_since(Instant::now())),
@@ -185,14 +203,20 @@ pub async fn run(args: Args) -> Result<()> {
         .await;
         let rss = rss_mb(args.pid);
         rss_last = rss.or(rss_last);
-        if started.elapsed() >= warm_up
-            && let Some(rss) = rss
-        {
-            rss_after_warm_up.get_or_insert(rss);
-            rss_max_after = rss_max_after.max(rss);
+        let disk_mb = args
+            .data_dir
+            .as_deref()
+            .map(|dir| dir_bytes(dir) as f64 / 1e6);
+        if started.elapsed() >= warm_up {
+            if let Some(rss) = rss {
+                rss_after_warm_up.get_or_insert(rss);
+                rss_max_after = rss_max_after.max(rss);
+                rss_min_after = rss_min_after.min(rss);
+            }
+            disk_max_after_mb = disk_max_after_mb.max(disk_mb.unwrap_or(0.0));
         }
         println!(
-            "soak t={:>5.0}s events={} reads={} streamed={} queries={} errors={} rss_mb={}",
+            "soak t={:>5.0}s events={} reads={} streamed={} queries={} errors={} rss_mb={} disk_mb={}",
             started.elapsed().as_secs_f64(),
             counts.events.load(Ordering::Relaxed),
             counts.reads.load(Ordering::Relaxed),
@@ -200,6 +224,7 @@ pub async fn run(args: Args) -> Result<()> {
             counts.queries.load(Ordering::Relaxed),
             counts.errors.load(Ordering::Relaxed),
             rss.map_or_else(|| "?".to_owned(), |rss| format!("{rss:.0}")),
+            disk_mb.map_or_else(|| "?".to_owned(), |disk| format!("{disk:.0}")),
         );
     }
     for task in tasks {
@@ -208,16 +233,26 @@ pub async fn run(args: Args) -> Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let first = rss_after_warm_up.unwrap_or(0.0);
     println!(
-        "RESULT sluice-soak wall_s={seconds:.0} events={} events_per_s={:.0} reads={} streamed={} queries={} errors={} rss_after_warm_up_mb={first:.0} rss_max_mb={rss_max_after:.0} rss_last_mb={:.0} rss_growth_pct={:.1}",
+        "RESULT sluice-soak wall_s={seconds:.0} events={} events_per_s={:.0} reads={} streamed={} queries={} errors={} rss_after_warm_up_mb={first:.0} rss_min_mb={:.0} rss_max_mb={rss_max_after:.0} rss_last_mb={:.0} rss_growth_pct={:.1} rss_spread_pct={:.1} disk_max_mb={disk_max_after_mb:.0}",
         counts.events.load(Ordering::Relaxed),
         counts.events.load(Ordering::Relaxed) as f64 / seconds,
         counts.reads.load(Ordering::Relaxed),
         counts.streamed.load(Ordering::Relaxed),
         counts.queries.load(Ordering::Relaxed),
         counts.errors.load(Ordering::Relaxed),
+        if rss_min_after == f64::MAX {
+            0.0
+        } else {
+            rss_min_after
+        },
         rss_last.unwrap_or(0.0),
         if first > 0.0 {
             (rss_max_after - first) / first * 100.0
+        } else {
+            0.0
+        },
+        if rss_min_after > 0.0 && rss_min_after < f64::MAX {
+            (rss_max_after - rss_min_after) / rss_min_after * 100.0
         } else {
             0.0
         },

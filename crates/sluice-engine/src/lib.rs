@@ -710,6 +710,24 @@ impl Engine {
                 "sluice_queue_submissions{{partition=\"{partition}\"}} {waiting}"
             );
         }
+        out.push_str("# HELP sluice_change_log_oldest_offset The oldest change record kept, by partition (retention moves it).\n");
+        out.push_str("# TYPE sluice_change_log_oldest_offset gauge\n");
+        for (partition, oldest) in shared.retained_from.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "sluice_change_log_oldest_offset{{partition=\"{partition}\"}} {}",
+                oldest.load(Ordering::Acquire)
+            );
+        }
+        out.push_str("# HELP sluice_change_log_disk_bytes Disk taken by the change log's tables, by partition.\n");
+        out.push_str("# TYPE sluice_change_log_disk_bytes gauge\n");
+        for partition in 0..shared.retained_from.len() {
+            let _ = writeln!(
+                out,
+                "sluice_change_log_disk_bytes{{partition=\"{partition}\"}} {}",
+                shared.store.change_log_disk_bytes(partition as u16)
+            );
+        }
         let overloaded = shared.metrics.overloaded_total.load(Ordering::Relaxed);
         let _ = writeln!(
             out,

@@ -56,9 +56,10 @@ fn enforce(shared: &Shared, now_ms: u64) -> Result<u64, EngineError> {
         let keep_from = needed.min(head.saturating_sub(engine_config.changes_kept_min_records));
         let mut batch = shared.store.batch();
         let mut retained_from = None;
+        let from = shared.retained_from[partition].load(Ordering::Acquire);
         for chunk in shared
             .store
-            .oldest_chunks(partition as u16, CHUNKS_PER_PASS_MAX)?
+            .oldest_chunks(partition as u16, from, CHUNKS_PER_PASS_MAX)?
         {
             let end = chunk.first_offset + chunk.count;
             if end > keep_from || chunk.newest_ts_ms > age_limit_ms {
@@ -73,6 +74,11 @@ fn enforce(shared: &Shared, now_ms: u64) -> Result<u64, EngineError> {
             // racing with the removal fails with CursorExpired rather than skip records.
             shared.retained_from[partition].fetch_max(retained_from, Ordering::AcqRel);
             batch.commit()?;
+            // The tombstones hide the records at once; dropping the tables they filled is
+            // what gives their disk back (compaction alone takes far longer).
+            shared
+                .store
+                .drop_changes_before(partition as u16, retained_from)?;
         }
     }
     if removed > 0 {
@@ -177,10 +183,24 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(page.records.len(), 5);
+            // A later pass goes on from where the last one stopped.
+            engine.ack_subscription("s", &engine.head()).unwrap();
+            assert_eq!(engine.enforce_retention().unwrap(), 5);
+            assert_eq!(engine.oldest(), engine.head());
+            post(&engine, 25..30).await;
         }
         // After a restart, the retained start is read back from the store.
         let engine = Engine::open(&config(0), dir.path()).unwrap();
-        assert!(engine.oldest().offsets().iter().sum::<u64>() == 20);
+        assert_eq!(engine.oldest().offsets().iter().sum::<u64>(), 25);
+        let page = engine
+            .changes(engine.oldest(), 100, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(
+            page.records.len(),
+            5,
+            "the records after the last pass are all kept"
+        );
         assert!(matches!(
             engine.changes(start, 10, Duration::ZERO).await,
             Err(EngineError::CursorExpired { .. })

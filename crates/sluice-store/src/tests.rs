@@ -156,7 +156,7 @@ fn chunks_report_their_newest_time_and_can_be_removed() {
         batch.append_chunk(0, first, &chunk);
         batch.commit().unwrap();
     }
-    let chunks = store.oldest_chunks(0, 10).unwrap();
+    let chunks = store.oldest_chunks(0, 0, 10).unwrap();
     assert_eq!(
         chunks,
         vec![
@@ -178,6 +178,13 @@ fn chunks_report_their_newest_time_and_can_be_removed() {
     batch.commit().unwrap();
     assert_eq!(store.first_change_offset(0).unwrap(), 2);
     assert_eq!(store.next_change_offset(0).unwrap(), 4);
+    assert_eq!(
+        store.oldest_chunks(0, 2, 10).unwrap(),
+        chunks[1..],
+        "listing from where retention stopped"
+    );
+    store.drop_changes_before(0, 2).unwrap();
+    assert_eq!(store.read_changes(0, 0, 10, 10).unwrap().len(), 2);
     assert_eq!(
         store.first_change_offset(1).unwrap(),
         0,
@@ -209,4 +216,89 @@ fn instance_id_is_kept_and_differs_between_directories() {
     assert_eq!(id.len(), 16);
     assert_eq!(open(first.path()).instance_id(), id);
     assert_ne!(open(second.path()).instance_id(), id);
+}
+
+#[test]
+fn dropping_removed_change_records_gives_their_disk_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // 200 chunks of one 64 KiB record, flushed every 16 chunks: about 13 MB in tables of
+    // at most a memtable (1 MiB here).
+    let body = vec![b'x'; 64 << 10];
+    for offset in 0..200u64 {
+        let mut chunk = ChangeChunk::default();
+        chunk.push(|out| out.extend_from_slice(&body));
+        let mut batch = store.batch();
+        batch.append_chunk(0, offset, &chunk);
+        batch.commit().unwrap();
+        if offset % 16 == 15 {
+            store.changes(0).rotate_memtable_and_wait().unwrap();
+        }
+    }
+    store.changes(0).rotate_memtable_and_wait().unwrap();
+    let before = store.change_log_disk_bytes(0);
+    assert!(
+        before >= 12 << 20,
+        "{before} bytes on disk before retention"
+    );
+    // Retention removes the oldest 180 chunks, then drops their tables.
+    let mut batch = store.batch();
+    for offset in 0..180 {
+        batch.remove_chunk(0, offset);
+    }
+    batch.commit().unwrap();
+    store.drop_changes_before(0, 180).unwrap();
+    let after = store.change_log_disk_bytes(0);
+    // What is kept (20 chunks, 1.3 MB) and at most the tables that straddle offset 180.
+    assert!(
+        after <= 4 << 20,
+        "{after} bytes still on disk ({before} before): removed records were not freed"
+    );
+    assert_eq!(store.first_change_offset(0).unwrap(), 180);
+    let kept = store.read_changes(0, 180, 200, 100).unwrap();
+    assert_eq!(kept.len(), 20);
+    assert!(kept.iter().all(|(_, record)| record.len() == body.len()));
+}
+
+#[test]
+fn a_change_log_in_one_keyspace_moves_to_one_keyspace_per_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chunks = Vec::new();
+    {
+        // A data directory as versions before per-partition keyspaces left it.
+        let db = Database::builder(dir.path()).open().unwrap();
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default).unwrap();
+        meta.insert(META_PARTITIONS, 2u16.to_be_bytes()).unwrap();
+        let legacy = db
+            .keyspace("changes", KeyspaceCreateOptions::default)
+            .unwrap();
+        for (partition, first, body) in [(0u16, 0u64, "a"), (0, 1, "b"), (1, 0, "c")] {
+            let mut chunk = ChangeChunk::default();
+            chunk.push(|out| out.extend_from_slice(body.as_bytes()));
+            legacy
+                .insert(change_key(partition, first), chunk.buffer.as_slice())
+                .unwrap();
+            chunks.push((partition, first, body));
+        }
+        db.persist(PersistMode::SyncData).unwrap();
+    }
+    {
+        let store = open(dir.path());
+        for (partition, first, body) in &chunks {
+            let read = store
+                .read_changes(*partition, *first, first + 1, 1)
+                .unwrap();
+            assert_eq!(read.len(), 1, "partition {partition} offset {first}");
+            assert_eq!(&*read[0].1, body.as_bytes());
+        }
+        assert_eq!(store.next_change_offset(0).unwrap(), 2);
+        assert_eq!(store.next_change_offset(1).unwrap(), 1);
+        assert!(
+            !store.db.keyspace_exists("changes"),
+            "the old keyspace is gone"
+        );
+    }
+    // And a second open finds nothing left to move.
+    let store = open(dir.path());
+    assert_eq!(store.next_change_offset(0).unwrap(), 2);
 }
