@@ -14,7 +14,6 @@
 
 use libfuzzer_sys::fuzz_target;
 use sluice_core::event::{CollectionSpec, Limits};
-use serde_json::{Map, Value};
 use sluice_core::{Config, DocState, codec};
 use input::{BodyFormat, Input, REJECTED_TEXT_BYTES_MAX, parse_body};
 

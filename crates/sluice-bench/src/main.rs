@@ -279,6 +279,7 @@ async fn single(args: Args) -> Result<()> {
 async fn follow_stream(
     addr: String,
     collection: String,
+    authorization: String,
     started: Instant,
     expected: u64,
 ) -> Result<Vec<u64>> {
@@ -289,7 +290,7 @@ async fn follow_stream(
         .get_mut()
         .write_all(
             format!(
-                "GET /v1/changes/stream?collection={collection} HTTP/1.1\r\nHost: sluice\r\n\r\n"
+                "GET /v1/changes/stream?collection={collection} HTTP/1.1\r\nHost: sluice\r\n{authorization}\r\n"
             )
             .as_bytes(),
         )
@@ -342,6 +343,7 @@ async fn freshness(args: Args) -> Result<()> {
     let follower = tokio::spawn(follow_stream(
         args.addr.clone(),
         args.collection.clone(),
+        authorization(args.token.as_deref()),
         origin,
         total,
     ));

@@ -18,6 +18,7 @@ pub struct SqlRequest {
     pub as_of: Option<String>,
     /// `json` (default), `csv` or `table`.
     #[serde(default)]
+    #[schema(pattern = "^(json|csv|table)$")]
     pub format: Option<String>,
 }
 

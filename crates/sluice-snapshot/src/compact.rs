@@ -191,10 +191,20 @@ pub(crate) async fn newest_rows(
         .map_err(datafusion_error)?;
     ctx.register_table("changes", frame.into_view())
         .map_err(datafusion_error)?;
+    // The winners are found from `(key, offset)` alone: a hash aggregate keeps one entry
+    // per key (memory grows with keys, not rows), and a hash join built on it picks the
+    // winning rows while the wide rows stream past (`newest` is the join's left side,
+    // the one DataFusion builds). Only the winners are then ranked, to break the tie of a
+    // row that is in two inputs (a segment still listed after a compaction already
+    // merged it, when that compaction stopped before deleting it). Sorting every wide row
+    // by key, as a window over all of them did, took memory in proportion to the rows of
+    // the interval and spilled.
     let sql = format!(
-        "SELECT {columns} FROM (\
-           SELECT *, row_number() OVER (PARTITION BY key ORDER BY \"offset\" DESC) AS sluice_rank \
-           FROM changes) \
+        "WITH newest AS (\
+           SELECT key AS newest_key, max(\"offset\") AS newest_offset FROM changes GROUP BY key) \
+         SELECT {columns} FROM (\
+           SELECT c.*, row_number() OVER (PARTITION BY c.key ORDER BY c.\"offset\" DESC) AS sluice_rank \
+           FROM newest n JOIN changes c ON c.key = n.newest_key AND c.\"offset\" = n.newest_offset) \
          WHERE sluice_rank = 1 AND op = 'upsert'"
     );
     ctx.sql(&sql).await.map_err(datafusion_error)

@@ -576,3 +576,55 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn a_segment_left_behind_by_a_stopped_compaction_does_not_duplicate_keys() {
+    let f = fixture();
+    post(
+        &f.engine,
+        "doctor",
+        "{\"doctor_id\": 1, \"v\": 1}\n{\"doctor_id\": 2, \"v\": 1}\n{\"doctor_id\": 3, \"v\": 1}\n",
+    )
+    .await;
+    archiver(&f)
+        .archive_through(&f.engine.head())
+        .await
+        .unwrap();
+    let segment_dir = f.store.join("segments/doctor");
+    let kept: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(&segment_dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    assert!(!kept.is_empty());
+    let first = f.snapshots.snapshot_now("doctor", &|_| {}).await.unwrap();
+    assert_eq!(first.rows, 3);
+    // The compaction stopped after switching LATEST and before deleting its segments:
+    // they are listed again, and every row in them is in the snapshot too.
+    for (path, bytes) in &kept {
+        std::fs::write(path, bytes).unwrap();
+    }
+    post(
+        &f.engine,
+        "doctor",
+        "{\"doctor_id\": 2, \"v\": 2, \"name\": \"Bo\"}\n",
+    )
+    .await;
+    let second = f.snapshots.snapshot_now("doctor", &|_| {}).await.unwrap();
+    assert_eq!(second.rows, 3, "each key once");
+    assert_eq!(
+        sql(
+            &f.snapshots,
+            "SELECT doctor_id, version FROM doctor ORDER BY doctor_id"
+        )
+        .await,
+        json!([
+            {"doctor_id": "1", "version": 1},
+            {"doctor_id": "2", "version": 2},
+            {"doctor_id": "3", "version": 1}
+        ])
+    );
+}

@@ -57,7 +57,7 @@ struct ChangesParams {
     path = "/v1/changes",
     tag = "changes",
     params(
-        ("after" = Option<String>, Query, description = "A cursor, or `now`; absent: the oldest kept"),
+        ("after" = Option<String>, Query, pattern = r"^(now|[0-9]+(\.[0-9]+)*)$", description = "A cursor, or `now`; absent: the oldest kept"),
         ("limit" = Option<usize>, Query, description = "Records per page (bounded by `changes_limit_max`)"),
         ("wait_ms" = Option<u64>, Query, description = "Long-poll up to this long (bounded by `wait_ms_max`)"),
         ("collection" = Option<String>, Query, description = "Only this collection's records"),
@@ -136,9 +136,9 @@ struct StreamState {
     path = "/v1/changes/stream",
     tag = "changes",
     params(
-        ("after" = Option<String>, Query, description = "A cursor, or `now` (default)"),
+        ("after" = Option<String>, Query, pattern = r"^(now|[0-9]+(\.[0-9]+)*)$", description = "A cursor, or `now` (default)"),
         ("collection" = Option<String>, Query, description = "Only this collection's records"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this cursor"),
+        ("Last-Event-ID" = Option<String>, Header, pattern = r"^[0-9]+(\.[0-9]+)*$", description = "Resume after this cursor"),
     ),
     responses((status = 200, description = "An endless stream of `change` events", content_type = "text/event-stream", body = String)),
     security(("token" = ["reader"]))

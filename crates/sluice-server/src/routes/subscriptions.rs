@@ -73,6 +73,7 @@ struct SubscriptionRequest {
     changed_path: Option<String>,
     /// Where a new subscription starts: `beginning` (default) or `now`.
     #[serde(default)]
+    #[schema(pattern = "^(beginning|now)$")]
     start: Option<String>,
 }
 
