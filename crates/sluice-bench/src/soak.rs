@@ -193,7 +193,7 @@ pub async fn run(args: Args) -> Result<()> {
     let warm_up = Duration::from_secs(args.duration_s / 5);
     let mut rss_after_warm_up: Option<f64> = None;
     let mut rss_max_after: f64 = 0.0;
-    let mut rss_min_after = f64::MAX;
+    let mut rss_min_after: Option<f64> = None;
     let mut rss_last = None;
     let mut disk_max_after_mb = 0.0f64;
     while Instant::now() < deadline {
@@ -211,7 +211,7 @@ pub async fn run(args: Args) -> Result<()> {
             if let Some(rss) = rss {
                 rss_after_warm_up.get_or_insert(rss);
                 rss_max_after = rss_max_after.max(rss);
-                rss_min_after = rss_min_after.min(rss);
+                rss_min_after = Some(rss_min_after.map_or(rss, |min| min.min(rss)));
             }
             disk_max_after_mb = disk_max_after_mb.max(disk_mb.unwrap_or(0.0));
         }
@@ -240,21 +240,16 @@ pub async fn run(args: Args) -> Result<()> {
         counts.streamed.load(Ordering::Relaxed),
         counts.queries.load(Ordering::Relaxed),
         counts.errors.load(Ordering::Relaxed),
-        if rss_min_after == f64::MAX {
-            0.0
-        } else {
-            rss_min_after
-        },
+        rss_min_after.unwrap_or(0.0),
         rss_last.unwrap_or(0.0),
         if first > 0.0 {
             (rss_max_after - first) / first * 100.0
         } else {
             0.0
         },
-        if rss_min_after > 0.0 && rss_min_after < f64::MAX {
-            (rss_max_after - rss_min_after) / rss_min_after * 100.0
-        } else {
-            0.0
+        match rss_min_after {
+            Some(min) if min > 0.0 => (rss_max_after - min) / min * 100.0,
+            _ => 0.0,
         },
     );
     Ok(())

@@ -142,11 +142,9 @@ impl Store {
             .cache_size(options.cache_bytes)
             .open()?;
         let memtable_bytes = options.memtable_bytes.max(1 << 20);
-        let open = |name: &str| {
-            db.keyspace(name, || {
-                KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
-            })
-        };
+        let keyspace_options =
+            || KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes);
+        let open = |name: &str| db.keyspace(name, keyspace_options);
         // Tables of the change log no bigger than a memtable: retention frees disk in
         // steps of that size. The log is append-only, so small tables are never rewritten
         // for it, only moved down the levels.
@@ -156,9 +154,7 @@ impl Store {
         let changes = (0..partitions)
             .map(|partition| {
                 db.keyspace(&format!("changes_{partition}"), || {
-                    KeyspaceCreateOptions::default()
-                        .max_memtable_size(memtable_bytes)
-                        .compaction_strategy(change_log_compaction.clone())
+                    keyspace_options().compaction_strategy(change_log_compaction.clone())
                 })
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
@@ -192,7 +188,7 @@ impl Store {
             }
         }
         let mut store = store;
-        store.move_legacy_change_log(partitions)?;
+        store.move_legacy_change_log()?;
         store.instance_id = match store.meta.get(META_INSTANCE)? {
             Some(bytes) => String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Corrupt {
                 what: "instance id",
@@ -211,7 +207,7 @@ impl Store {
     /// partition (one `changes` keyspace) into the per-partition keyspaces, then deletes
     /// the old keyspace. Copying is idempotent (same keys, same values), so a crash midway
     /// is finished by the next open.
-    fn move_legacy_change_log(&self, partitions: u16) -> Result<()> {
+    fn move_legacy_change_log(&self) -> Result<()> {
         const LEGACY: &str = "changes";
         const CHUNKS_PER_BATCH: usize = 256;
         if !self.db.keyspace_exists(LEGACY) {
@@ -224,13 +220,14 @@ impl Store {
         for guard in legacy.iter() {
             let (key, chunk) = guard.into_inner()?;
             let (partition, _) = decode_change_key(&key)?;
-            let keyspace =
-                self.changes
-                    .get(usize::from(partition))
-                    .ok_or(StoreError::Partitions {
-                        stored: partition.saturating_add(1),
-                        configured: partitions,
-                    })?;
+            // The partition count was checked against `meta` before: a chunk of a
+            // partition beyond it is corrupt, not a configuration change.
+            let keyspace = self
+                .changes
+                .get(usize::from(partition))
+                .ok_or(StoreError::Corrupt {
+                    what: "change-log key",
+                })?;
             batch.insert(keyspace, key, chunk);
             in_batch += 1;
             moved += 1;
