@@ -6,8 +6,31 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::start_server;
+
+/// Waits until the server is handling a `GET /v1/changes` (the long poll): a SIGTERM sent
+/// before it has read the request would close an idle connection, not end a poll.
+fn await_long_poll(address: &str) {
+    let address = address
+        .parse()
+        .unwrap_or_else(|error| panic!("{address}: {error}"));
+    let waiting = "sluice_http_requests_in_flight{method=\"GET\",route=\"/v1/changes\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = support::process::http(address, "GET", "/metrics", None)
+            .unwrap_or_else(|error| panic!("/metrics: {error}"));
+        assert_eq!(status, 200);
+        if String::from_utf8_lossy(&body)
+            .lines()
+            .any(|line| line == waiting)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the long poll never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 const CONFIG: &str = "[[collections]]\nname = \"doctor\"\nkey = [\"/doctor_id\"]\n";
 
@@ -35,6 +58,7 @@ fn sigterm_ends_streams_and_long_polls() {
         .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(&head, b"HTTP/1.1 200");
     let mut poll = get(&address, "/v1/changes?after=now&wait_ms=60000");
+    await_long_poll(&address);
 
     let pid = child.id().to_string();
     let (exited, exit) = std::sync::mpsc::channel();

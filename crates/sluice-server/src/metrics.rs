@@ -17,6 +17,8 @@ const LATENCY_BUCKETS_S: [f64; 10] = [
 
 #[derive(Default)]
 struct RouteStats {
+    /// Requests whose handler has not answered yet (a long poll counts while it waits).
+    in_flight: i64,
     /// By status code.
     requests: BTreeMap<u16, u64>,
     buckets: [u64; LATENCY_BUCKETS_S.len()],
@@ -50,6 +52,14 @@ impl HttpMetrics {
             .or_default() += 1;
     }
 
+    fn add_in_flight(&self, method: &str, route: &str, delta: i64) {
+        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        routes
+            .entry((method.to_owned(), route.to_owned()))
+            .or_default()
+            .in_flight += delta;
+    }
+
     fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
         let stats = routes
@@ -73,6 +83,14 @@ impl HttpMetrics {
                     "sluice_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
                 );
             }
+        }
+        out.push_str("# TYPE sluice_http_requests_in_flight gauge\n");
+        for ((method, route), stats) in routes.iter() {
+            let _ = writeln!(
+                out,
+                "sluice_http_requests_in_flight{{method=\"{method}\",route=\"{route}\"}} {}",
+                stats.in_flight
+            );
         }
         out.push_str("# TYPE sluice_http_request_seconds histogram\n");
         for ((method, route), stats) in routes.iter() {
@@ -141,7 +159,9 @@ pub async fn track(State(state): State<crate::AppState>, request: Request, next:
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let in_flight = InFlight::new(&state.metrics, &method, &route);
     let response = next.run(request).await;
+    drop(in_flight);
     state.metrics.record(
         &method,
         &route,
@@ -149,4 +169,29 @@ pub async fn track(State(state): State<crate::AppState>, request: Request, next:
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// Counts a request in `sluice_http_requests_in_flight` until its handler answers or is
+/// dropped (a client that leaves mid long poll must not leave the gauge raised).
+struct InFlight<'a> {
+    metrics: &'a HttpMetrics,
+    method: &'a str,
+    route: &'a str,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(metrics: &'a HttpMetrics, method: &'a str, route: &'a str) -> Self {
+        metrics.add_in_flight(method, route, 1);
+        Self {
+            metrics,
+            method,
+            route,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.metrics.add_in_flight(self.method, self.route, -1);
+    }
 }

@@ -476,6 +476,15 @@ async fn brute_force_is_rate_limited_per_address_and_others_are_served() {
         metrics.text
     );
     assert!(metrics.text.contains("sluice_http_requests_total{method=\"GET\",route=\"/v1/collections/{name}/docs\",status=\"200\"}"));
+    // Answered requests have left the in-flight gauge; only the metrics request is in it.
+    assert!(metrics.text.contains(
+        "sluice_http_requests_in_flight{method=\"GET\",route=\"/v1/collections/{name}/docs\"} 0\n"
+    ));
+    assert!(
+        metrics
+            .text
+            .contains("sluice_http_requests_in_flight{method=\"GET\",route=\"/metrics\"} 1\n")
+    );
 }
 
 #[tokio::test]

@@ -3,6 +3,12 @@
 //! the object store. A segment is named by the cursor it starts at (the committed
 //! position), so after a crash the retry writes the same names again: no duplicates,
 //! and nothing is lost because the change log still holds every uncommitted record.
+//!
+//! Records stream into the open segment's writers page by page, so memory follows a
+//! page, a row group and an upload part per collection, not a whole segment
+//! (`segment_bytes_max`). When the object store fails mid-segment, the segment is
+//! dropped and the consumer rewinds to the committed position: the change log, not
+//! memory, holds what the retry writes again.
 
 use crate::layout::{ChangeRow, Layout};
 use crate::objects::Objects;
@@ -11,6 +17,8 @@ use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
 use sluice_core::Cursor;
 use sluice_core::config::SnapshotsConfig;
 use sluice_engine::{ChangesPage, Component, Consumer, ConsumerOptions, Engine, StartAt};
@@ -19,6 +27,18 @@ use std::time::{Duration, Instant};
 /// Parquet key-value metadata of a segment: the range of the change log it covers.
 pub const START_KEY: &str = "sluice.start";
 pub const END_KEY: &str = "sluice.end";
+
+/// A row group is closed once its encoded columns reach this size: what one collection's
+/// writer holds in memory before the bytes go to the upload.
+const ROW_GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Upload buffer per segment object: below it one put, above it a multipart upload in
+/// parts of this size (S3's smallest part is 5 MiB) ...
+const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
+/// ... with at most this many parts in flight per object.
+const UPLOAD_PARTS_IN_FLIGHT_MAX: usize = 2;
+/// On-demand archiving (`archive_through`) gives up after this many object-store
+/// failures in a row; the background loop retries until stopped.
+const ON_DEMAND_FAILURES_MAX: u32 = 5;
 
 /// An on-demand request to the running archiver: archive through the head, answer the
 /// committed position (or what failed).
@@ -31,10 +51,28 @@ pub struct Archiver {
     config: SnapshotsConfig,
     consumer: Consumer,
     component: Component,
-    /// Pages read since the last commit.
-    pending: Vec<ChangesPage>,
-    pending_bytes: usize,
-    pending_since: Option<Instant>,
+    /// The segment being written since the last commit, if any record came since.
+    open: Option<OpenSegment>,
+}
+
+/// The change log from `start` (the committed position) to `end`, being written as one
+/// Parquet object per collection that has records in the range.
+struct OpenSegment {
+    start: Cursor,
+    start_text: String,
+    /// The position after the last record written.
+    end: Cursor,
+    /// By layout index; `None` until that collection's first record.
+    writers: Vec<Option<SegmentWriter>>,
+    /// Change-record bytes written (what `segment_bytes_max` bounds).
+    record_bytes: usize,
+    opened: Instant,
+}
+
+struct SegmentWriter {
+    path: Path,
+    parquet: AsyncArrowWriter<BufWriter>,
+    rows: u64,
 }
 
 impl Archiver {
@@ -44,11 +82,7 @@ impl Archiver {
         layouts: Vec<Layout>,
         config: SnapshotsConfig,
     ) -> Result<Self, SnapshotError> {
-        let consumer = engine.consumer(
-            &config.archiver_consumer,
-            StartAt::Beginning,
-            ConsumerOptions::default(),
-        )?;
+        let consumer = open_consumer(engine, &config)?;
         let component = engine.component("snapshot-archiver");
         component.set_up(format!("archiving to {}", objects.shown));
         Ok(Self {
@@ -58,9 +92,7 @@ impl Archiver {
             config,
             consumer,
             component,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            pending_since: None,
+            open: None,
         })
     }
 
@@ -70,44 +102,61 @@ impl Archiver {
     }
 
     /// Reads and archives until the committed position reaches `target` (on demand:
-    /// `sluice snapshot`). Rolls a segment whatever its size or age.
+    /// `sluice snapshot`). Rolls a segment whatever its size or age; retries a failing
+    /// object store a few times with backoff, then answers its error.
     pub async fn archive_through(&mut self, target: &Cursor) -> Result<(), SnapshotError> {
-        self.read_through(target).await?;
-        self.roll_with_retry(None).await
+        let backoff = Backoff::new(self.config.retry_delay_max_ms);
+        let mut failures = 0;
+        loop {
+            let attempt = match self.read_through(target).await {
+                Ok(()) => self.roll().await,
+                Err(error) => Err(error),
+            };
+            match attempt {
+                Err(SnapshotError::Store(message)) => {
+                    failures += 1;
+                    self.store_failed(&message, failures).await?;
+                    if failures >= ON_DEMAND_FAILURES_MAX {
+                        return Err(SnapshotError::Store(message));
+                    }
+                    tokio::time::sleep(backoff.delay(failures)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
-    /// Reads change records until `target` without writing them (see `write_segments`).
+    /// Reads change records until `target` into the open segment, without finishing it
+    /// (see `finish_segment`).
     pub async fn read_through(&mut self, target: &Cursor) -> Result<(), SnapshotError> {
         while !covers(self.read_position(), target) {
             match self.consumer.next_batch().await {
-                Some(page) => self.add(page?),
+                Some(page) => self.write_page(page?).await?,
                 None => return Err(SnapshotError::Engine(sluice_engine::EngineError::Closed)),
             }
         }
         Ok(())
     }
 
-    /// Archives forever: rolls when the pending records reach `segment_bytes_max` or the
-    /// oldest is `segment_age_max_s` old, and takes on-demand requests from `requests`.
+    /// Archives forever: rolls when the open segment's records reach `segment_bytes_max`
+    /// or it is `segment_age_max_s` old, and takes on-demand requests from `requests`.
     pub async fn run(
         mut self,
         mut requests: tokio::sync::mpsc::Receiver<Request>,
         mut stopping: tokio::sync::watch::Receiver<bool>,
     ) {
         let age_max = Duration::from_secs(self.config.segment_age_max_s);
+        let backoff = Backoff::new(self.config.retry_delay_max_ms);
+        let mut failures = 0;
         loop {
-            let wait = match self.pending_since {
-                Some(since) => age_max.saturating_sub(since.elapsed()),
+            let wait = match &self.open {
+                Some(open) => age_max.saturating_sub(open.opened.elapsed()),
                 None => Duration::from_secs(3600),
             };
-            tokio::select! {
+            let step = tokio::select! {
                 page = self.consumer.next_batch() => match page {
-                    Some(Ok(page)) => self.add(page),
-                    Some(Err(error)) => {
-                        tracing::error!(%error, "The archiver cannot read the change log; it stops.");
-                        self.component.set_down(format!("stopped: {error}"));
-                        return;
-                    }
+                    Some(Ok(page)) => self.write_page(page).await,
+                    Some(Err(error)) => Err(error.into()),
                     None => return,
                 },
                 request = requests.recv() => {
@@ -117,145 +166,239 @@ impl Archiver {
                     let _ = reply.send(result.map(|()| self.committed().clone()).map_err(|error| error.to_string()));
                     continue;
                 }
-                () = tokio::time::sleep(wait), if self.pending_since.is_some() => {}
+                () = tokio::time::sleep(wait), if self.open.is_some() => Ok(()),
                 () = stop_requested(&mut stopping) => return,
-            }
-            let old = self
-                .pending_since
-                .is_some_and(|since| since.elapsed() >= age_max);
-            if (self.pending_bytes >= self.config.segment_bytes_max || old)
-                && let Err(error) = self.roll_with_retry(Some(&mut stopping)).await
-            {
-                tracing::error!(%error, "The archiver stops.");
-                self.component.set_down(format!("stopped: {error}"));
-                return;
+            };
+            let full = self.open.as_ref().is_some_and(|open| {
+                open.record_bytes >= self.config.segment_bytes_max
+                    || open.opened.elapsed() >= age_max
+            });
+            let step = match step {
+                Ok(()) if full => self.roll().await,
+                other => other,
+            };
+            match step {
+                Ok(()) => {
+                    if self.open.is_none() {
+                        failures = 0;
+                    }
+                }
+                Err(SnapshotError::Store(message)) => {
+                    failures += 1;
+                    if let Err(error) = self.store_failed(&message, failures).await {
+                        tracing::error!(%error, "The archiver cannot rewind; it stops.");
+                        self.component.set_down(format!("stopped: {error}"));
+                        return;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.delay(failures)) => {}
+                        () = stop_requested(&mut stopping) => return,
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "The archiver stops.");
+                    self.component.set_down(format!("stopped: {error}"));
+                    return;
+                }
             }
         }
     }
 
     fn read_position(&self) -> &Cursor {
-        self.pending
-            .last()
-            .map_or(self.consumer.committed(), |page| &page.next)
+        self.open
+            .as_ref()
+            .map_or(self.consumer.committed(), |open| &open.end)
     }
 
-    fn add(&mut self, page: ChangesPage) {
-        self.pending_bytes += page.records.iter().map(Vec::len).sum::<usize>();
-        self.pending_since.get_or_insert_with(Instant::now);
-        self.pending.push(page);
-    }
-
-    /// Writes the pending range, retrying the object store with backoff; the change log
-    /// keeps the records meanwhile. Gives up only when asked to stop.
-    async fn roll_with_retry(
-        &mut self,
-        mut stopping: Option<&mut tokio::sync::watch::Receiver<bool>>,
-    ) -> Result<(), SnapshotError> {
-        let backoff = Backoff::new(self.config.retry_delay_max_ms);
-        let mut failures = 0;
-        loop {
-            match self.write_segments().await {
-                Ok(Some(end)) => {
-                    self.consumer.commit(&end)?;
-                    self.pending.clear();
-                    self.pending_bytes = 0;
-                    self.pending_since = None;
-                    self.component.count("segment_rolls", 1);
-                    self.component.set_up(format!(
-                        "archiving to {}; committed {end}",
-                        self.objects.shown
-                    ));
-                    return Ok(());
-                }
-                Ok(None) => return Ok(()),
-                Err(SnapshotError::Store(message)) => {
-                    failures += 1;
-                    tracing::warn!(%message, failures, "Object store failed; the archiver retries with backoff.");
-                    self.component
-                        .set_down(format!("object store: {message}; retrying"));
-                    self.component.count("store_errors", 1);
-                    let delay = backoff.delay(failures);
-                    match stopping.as_deref_mut() {
-                        Some(stopping) => {
-                            tokio::select! {
-                                () = tokio::time::sleep(delay) => {}
-                                () = stop_requested(stopping) => return Ok(()),
-                            }
-                        }
-                        None if failures >= 5 => {
-                            return Err(SnapshotError::Store(message));
-                        }
-                        None => tokio::time::sleep(delay).await,
-                    }
-                }
-                Err(error) => return Err(error),
-            }
+    /// Appends a page of change records to the open segment (opening it at the committed
+    /// position if none is open).
+    async fn write_page(&mut self, page: ChangesPage) -> Result<(), SnapshotError> {
+        if self.open.is_none() {
+            let start = self.consumer.committed().clone();
+            self.open = Some(OpenSegment {
+                start_text: start.to_string(),
+                end: start.clone(),
+                start,
+                writers: self.layouts.iter().map(|_| None).collect(),
+                record_bytes: 0,
+                opened: Instant::now(),
+            });
         }
-    }
-
-    /// Writes one segment per collection with records in the pending range and returns
-    /// the range's end (`None` when nothing is pending). Does not commit: a crash after
-    /// this and before the commit leaves objects that the retry overwrites.
-    pub async fn write_segments(&self) -> Result<Option<Cursor>, SnapshotError> {
-        let Some(last) = self.pending.last() else {
-            return Ok(None);
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
         };
-        let start = self.consumer.committed().clone();
-        let end = last.next.clone();
-        let start_text = start.to_string();
-        let end_text = end.to_string();
         let mut builders: Vec<_> = self.layouts.iter().map(Layout::builder).collect();
-        let mut previous = start.clone();
-        for page in &self.pending {
-            for record in &page.records {
-                let (partition, offset, cursor) = position(&self.engine, &previous, record)?;
-                previous = cursor;
-                let row: ChangeRow<'_> = serde_json::from_slice(record).map_err(|error| {
-                    SnapshotError::Internal(format!("a change record did not parse: {error}"))
-                })?;
-                if let Some(builder) = self
-                    .layouts
-                    .iter()
-                    .position(|layout| layout.collection == row.collection)
-                    .and_then(|index| builders.get_mut(index))
-                {
-                    builder.push(&row, partition, offset)?;
-                }
+        let mut previous = open.end.clone();
+        for record in &page.records {
+            let (partition, offset, cursor) = position(&self.engine, &previous, record)?;
+            previous = cursor;
+            let row: ChangeRow<'_> = serde_json::from_slice(record).map_err(|error| {
+                SnapshotError::Internal(format!("a change record did not parse: {error}"))
+            })?;
+            if let Some(builder) = self
+                .layouts
+                .iter()
+                .position(|layout| layout.collection == row.collection)
+                .and_then(|index| builders.get_mut(index))
+            {
+                builder.push(&row, partition, offset)?;
             }
         }
-        for (layout, builder) in self.layouts.iter().zip(builders) {
+        for ((layout, builder), slot) in self
+            .layouts
+            .iter()
+            .zip(builders)
+            .zip(open.writers.iter_mut())
+        {
             if builder.rows == 0 {
                 continue;
             }
             let rows = builder.rows as u64;
             let batch = builder.finish()?;
-            let path = self.objects.segment_path(&layout.collection, &start_text);
-            let properties = WriterProperties::builder()
-                .set_compression(Compression::SNAPPY)
-                .set_key_value_metadata(Some(vec![
-                    KeyValue::new(START_KEY.to_owned(), start_text.clone()),
-                    KeyValue::new(END_KEY.to_owned(), end_text.clone()),
-                ]))
-                .build();
-            let writer = object_store::buffered::BufWriter::new(
-                std::sync::Arc::clone(&self.objects.store),
-                path.clone(),
-            );
-            let mut writer = AsyncArrowWriter::try_new(writer, batch.schema(), Some(properties))
-                .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?;
-            writer
-                .write(&batch)
-                .await
-                .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?;
-            writer
-                .close()
-                .await
-                .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?;
-            self.component.count("records", rows);
-            tracing::debug!(%path, rows, "Segment written.");
+            let writer = match slot {
+                Some(writer) => writer,
+                None => slot.insert(SegmentWriter::create(
+                    &self.objects,
+                    layout,
+                    &open.start_text,
+                )?),
+            };
+            writer.write(&batch).await?;
+            writer.rows += rows;
         }
-        Ok(Some(end))
+        open.record_bytes += page.records.iter().map(Vec::len).sum::<usize>();
+        open.end = page.next;
+        Ok(())
     }
+
+    /// Finishes the open segment's objects and returns the range's end (`None` when no
+    /// segment is open). Does not commit: a crash after this and before the commit
+    /// leaves objects that the retry overwrites. After an error the caller rewinds.
+    pub async fn finish_segment(&mut self) -> Result<Option<Cursor>, SnapshotError> {
+        let Some(open) = self.open.take() else {
+            return Ok(None);
+        };
+        // The name is the retry's only link to this range: it must be the commit point.
+        debug_assert_eq!(&open.start, self.consumer.committed());
+        let end_text = open.end.to_string();
+        let mut writers = open.writers.into_iter().flatten();
+        while let Some(writer) = writers.next() {
+            if let Err(error) = writer.finish(&end_text, &self.component).await {
+                for unfinished in writers {
+                    unfinished.abort().await;
+                }
+                return Err(error);
+            }
+        }
+        Ok(Some(open.end))
+    }
+
+    /// Finishes the open segment and commits its end.
+    async fn roll(&mut self) -> Result<(), SnapshotError> {
+        let Some(end) = self.finish_segment().await? else {
+            return Ok(());
+        };
+        self.consumer.commit(&end)?;
+        self.component.count("segment_rolls", 1);
+        self.component.set_up(format!(
+            "archiving to {}; committed {end}",
+            self.objects.shown
+        ));
+        Ok(())
+    }
+
+    /// After an object-store failure: drops the open segment and rewinds the consumer to
+    /// the committed position, so that the retry writes the range again from the log.
+    async fn store_failed(&mut self, message: &str, failures: u32) -> Result<(), SnapshotError> {
+        tracing::warn!(%message, failures, "Object store failed; the archiver retries with backoff.");
+        self.component
+            .set_down(format!("object store: {message}; retrying"));
+        self.component.count("store_errors", 1);
+        if let Some(open) = self.open.take() {
+            for writer in open.writers.into_iter().flatten() {
+                writer.abort().await;
+            }
+        }
+        let rewound = open_consumer(&self.engine, &self.config)?;
+        std::mem::replace(&mut self.consumer, rewound).close().await;
+        Ok(())
+    }
+}
+
+impl SegmentWriter {
+    fn create(objects: &Objects, layout: &Layout, start: &str) -> Result<Self, SnapshotError> {
+        let path = objects.segment_path(&layout.collection, start);
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                START_KEY.to_owned(),
+                start.to_owned(),
+            )]))
+            .build();
+        let upload = BufWriter::with_capacity(
+            std::sync::Arc::clone(&objects.store),
+            path.clone(),
+            UPLOAD_PART_BYTES,
+        )
+        .with_max_concurrency(UPLOAD_PARTS_IN_FLIGHT_MAX);
+        let parquet = AsyncArrowWriter::try_new(
+            upload,
+            std::sync::Arc::clone(&layout.schema),
+            Some(properties),
+        )
+        .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?;
+        Ok(Self {
+            path,
+            parquet,
+            rows: 0,
+        })
+    }
+
+    async fn write(
+        &mut self,
+        batch: &datafusion::arrow::array::RecordBatch,
+    ) -> Result<(), SnapshotError> {
+        self.parquet
+            .write(batch)
+            .await
+            .map_err(|error| SnapshotError::Store(format!("{}: {error}", self.path)))?;
+        if self.parquet.in_progress_size() >= ROW_GROUP_BYTES_MAX {
+            self.parquet
+                .flush()
+                .await
+                .map_err(|error| SnapshotError::Store(format!("{}: {error}", self.path)))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the footer (with the range's end) and completes the upload.
+    async fn finish(mut self, end: &str, component: &Component) -> Result<(), SnapshotError> {
+        self.parquet
+            .append_key_value_metadata(KeyValue::new(END_KEY.to_owned(), end.to_owned()));
+        self.parquet
+            .close()
+            .await
+            .map_err(|error| SnapshotError::Store(format!("{}: {error}", self.path)))?;
+        component.count("records", self.rows);
+        tracing::debug!(path = %self.path, rows = self.rows, "Segment written.");
+        Ok(())
+    }
+
+    /// Cancels the upload (a multipart upload left behind would hold storage until the
+    /// bucket's lifecycle rule removes it); a failure here changes nothing for the retry.
+    async fn abort(self) {
+        if let Err(error) = self.parquet.into_inner().abort().await {
+            tracing::debug!(path = %self.path, %error, "Aborting a segment upload failed.");
+        }
+    }
+}
+
+fn open_consumer(engine: &Engine, config: &SnapshotsConfig) -> Result<Consumer, SnapshotError> {
+    Ok(engine.consumer(
+        &config.archiver_consumer,
+        StartAt::Beginning,
+        ConsumerOptions::default(),
+    )?)
 }
 
 /// Resolves once a stop is asked for (the guard `wait_for` returns must not live across

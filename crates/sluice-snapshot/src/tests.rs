@@ -388,7 +388,7 @@ async fn a_crash_between_writing_and_committing_rewrites_the_same_segment() {
     {
         let mut archiver = archiver(&f);
         archiver.read_through(&f.engine.head()).await.unwrap();
-        archiver.write_segments().await.unwrap();
+        archiver.finish_segment().await.unwrap();
         // Dropped here: the objects are written, the cursor is not committed.
     }
     post(&f.engine, "doctor", "{\"doctor_id\": 3, \"v\": 1}\n").await;
@@ -408,6 +408,46 @@ async fn a_crash_between_writing_and_committing_rewrites_the_same_segment() {
     drop(archiver);
     let manifest = f.snapshots.snapshot_now("doctor", &|_| {}).await.unwrap();
     assert_eq!(manifest.rows, 3);
+}
+
+#[tokio::test]
+async fn an_object_store_failing_mid_segment_gets_the_whole_range_again_from_the_log() {
+    let f = fixture();
+    // Three consumer pages: the records were streamed into the segment before it fails.
+    let body: String = (0..2_500)
+        .map(|id| format!("{{\"doctor_id\": {id}, \"v\": 1}}\n"))
+        .collect();
+    post(&f.engine, "doctor", &body).await;
+    let oldest = f.engine.oldest();
+    // A file where the collection's segment directory belongs: the store cannot write.
+    let blocked = f.store.join("segments/doctor");
+    std::fs::create_dir_all(f.store.join("segments")).unwrap();
+    std::fs::write(&blocked, b"not a directory").unwrap();
+    let mut archiver = archiver(&f);
+    let failed = archiver.archive_through(&f.engine.head()).await;
+    assert!(matches!(failed, Err(SnapshotError::Store(_))), "{failed:?}");
+    assert_eq!(archiver.committed(), &oldest, "nothing is committed");
+    // The store is back: the same archiver reads the range again from the change log
+    // (its consumer rewound; without that it would wait for records that never come).
+    std::fs::remove_file(&blocked).unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        archiver.archive_through(&f.engine.head()),
+    )
+    .await
+    .expect("the retry finished")
+    .unwrap();
+    assert_eq!(archiver.committed(), &f.engine.head());
+    let segments = f
+        .snapshots
+        .objects()
+        .list(&f.snapshots.objects().segment_dir("doctor"))
+        .await
+        .unwrap();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    drop(archiver);
+    let manifest = f.snapshots.snapshot_now("doctor", &|_| {}).await.unwrap();
+    assert_eq!(manifest.rows, 2_500);
 }
 
 #[tokio::test]

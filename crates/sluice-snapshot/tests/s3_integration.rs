@@ -104,7 +104,7 @@ async fn archive_compact_query_and_restore_on_s3() {
     {
         let mut archiver = new_archiver();
         archiver.read_through(&engine.head()).await.unwrap();
-        archiver.write_segments().await.unwrap();
+        archiver.finish_segment().await.unwrap();
     }
     post(
         &engine,
