@@ -1,8 +1,11 @@
 //! `sluice snapshot`, `sluice query`, `sluice restore`, and the HTTP API's SQL and
 //! snapshot endpoints, all on `sluice-snapshot`.
 
-use crate::{ConfigArgs, load_config, open_engine, runtime};
+use crate::client::{Client, Reach, ServerArgs, SourceArgs, Unreachable, reach};
+use crate::runtime;
 use anyhow::{Context, Result, bail};
+use reqwest::Method;
+use serde_json::json;
 use sluice_server::analytics::{
     AnalyticsError, AnalyticsErrorKind, BoxFuture, SqlAnswer, SqlRequest,
 };
@@ -103,10 +106,20 @@ fn required(engine: &sluice_engine::Engine, data_dir: &std::path::Path) -> Resul
     }
 }
 
-/// `sluice snapshot COLLECTION`: archives what is durable and compacts, with a progress bar.
-pub fn snapshot(args: &ConfigArgs, collection: &str, archive_only: bool) -> Result<()> {
-    let (config, data_dir) = load_config(args)?;
-    let engine = open_engine(&config, &data_dir)?;
+/// `sluice snapshot COLLECTION`: archives what is durable and compacts, with a progress
+/// bar; over HTTP, asks the running server to.
+pub fn snapshot(
+    source: &SourceArgs,
+    server: &ServerArgs,
+    collection: &str,
+    archive_only: bool,
+) -> Result<()> {
+    let (engine, data_dir) = match reach(source, server)? {
+        Reach::Server(client) => return snapshot_over_http(&client, collection, archive_only),
+        Reach::Local {
+            engine, data_dir, ..
+        } => (engine, data_dir),
+    };
     let snapshots = required(&engine, &data_dir)?;
     snapshots.layout(collection)?;
     let runtime = runtime()?;
@@ -136,40 +149,76 @@ pub fn snapshot(args: &ConfigArgs, collection: &str, archive_only: bool) -> Resu
         .block_on(snapshots.snapshot_now(collection, &progress))
         .with_context(|| format!("snapshot of {collection}"))?;
     bar.finish_and_clear();
-    println!(
-        "snapshot {} of {collection}: {} rows in {} files, through cursor {}, in {:.3} s ({})",
-        manifest.id,
-        manifest.rows,
-        manifest.files.len(),
-        manifest.cursor,
-        started.elapsed().as_secs_f64(),
-        snapshots.objects().shown
+    print_snapshot(
+        &serde_json::to_value(&manifest)?,
+        started,
+        &snapshots.objects().shown,
     );
     Ok(())
 }
 
+fn snapshot_over_http(client: &Client, collection: &str, archive_only: bool) -> Result<()> {
+    if archive_only {
+        bail!(
+            "--archive-only works on a stopped server's data directory; the server at {} archives on its own",
+            client.base()
+        );
+    }
+    let started = std::time::Instant::now();
+    let url = client.url(&["v1", "collections", collection, "snapshot"], &[]);
+    let manifest = client.call(Method::POST, url, None)?.json()?;
+    print_snapshot(&manifest, started, client.base());
+    Ok(())
+}
+
+fn print_snapshot(manifest: &serde_json::Value, started: std::time::Instant, store: &str) {
+    println!(
+        "snapshot {} of {}: {} rows in {} files, through cursor {}, in {:.3} s ({store})",
+        manifest["id"].as_str().unwrap_or("?"),
+        manifest["collection"].as_str().unwrap_or("?"),
+        manifest["rows"].as_u64().unwrap_or_default(),
+        manifest["files"].as_array().map_or(0, Vec::len),
+        manifest["cursor"].as_str().unwrap_or("?"),
+        started.elapsed().as_secs_f64(),
+    );
+}
+
 /// `sluice query SQL`: read-only SQL over the latest (or `as_of`) snapshots.
 pub fn query(
-    args: &ConfigArgs,
+    source: &SourceArgs,
+    server: &ServerArgs,
     sql: &str,
     as_of: Option<&str>,
     format: Format,
     timing: bool,
 ) -> Result<()> {
-    let (config, data_dir) = load_config(args)?;
-    let engine = open_engine(&config, &data_dir)?;
-    let snapshots = required(&engine, &data_dir)?;
-    let runtime = runtime()?;
     let started = std::time::Instant::now();
-    let result = runtime.block_on(snapshots.query(sql, as_of))?;
+    let (out, rows) = match reach(source, server)? {
+        Reach::Server(client) => {
+            let format = match format {
+                Format::Table => "table",
+                Format::Json => "json",
+                Format::Csv => "csv",
+            };
+            let body = json!({"sql": sql, "as_of": as_of, "format": format});
+            let answer = client.call(Method::POST, client.url(&["v1", "sql"], &[]), Some(&body))?;
+            (answer.body, None)
+        }
+        Reach::Local {
+            engine, data_dir, ..
+        } => {
+            let snapshots = required(&engine, &data_dir)?;
+            let result = runtime()?.block_on(snapshots.query(sql, as_of))?;
+            (result.render(format)?, Some(result.rows))
+        }
+    };
     if timing {
         eprintln!(
             "RESULT sluice-query seconds={:.3} rows={}",
             started.elapsed().as_secs_f64(),
-            result.rows
+            rows.map_or_else(|| "?".to_owned(), |rows| rows.to_string())
         );
     }
-    let out = result.render(format)?;
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
     stdout.write_all(&out)?;
@@ -178,9 +227,19 @@ pub fn query(
 }
 
 /// `sluice restore`: rebuilds an empty data directory from the snapshots.
-pub fn restore(args: &ConfigArgs) -> Result<()> {
-    let (config, data_dir) = load_config(args)?;
-    let engine = open_engine(&config, &data_dir)?;
+pub fn restore(source: &SourceArgs, server: &ServerArgs) -> Result<()> {
+    let (engine, data_dir) = match reach(source, server)? {
+        Reach::Server(client) => {
+            return Err(Unreachable(format!(
+                "restore rebuilds an empty data directory, and the server at {} is using this one: stop it first",
+                client.base()
+            ))
+            .into());
+        }
+        Reach::Local {
+            engine, data_dir, ..
+        } => (engine, data_dir),
+    };
     let snapshots = required(&engine, &data_dir)?;
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(std::time::Duration::from_millis(100));

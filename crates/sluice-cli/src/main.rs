@@ -1,10 +1,13 @@
 //! The `sluice` binary: a thin layer of flags over the engine and the server.
 
 mod analytics;
+mod client;
 mod demo;
+mod documents;
 mod generator;
 mod ingest;
 mod tokens;
+mod watch;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -30,6 +33,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    server: client::ServerArgs,
 }
 
 /// Where the config comes from, shared by every command that opens the store.
@@ -74,11 +79,10 @@ enum Command {
         #[arg(long, default_value_t = 8_192)]
         batch_events: usize,
     },
-    /// Prints one document (from the data directory; stop the server first, or use
-    /// `curl /v1/collections/NAME/docs/KEY`).
+    /// Prints one document.
     Get {
         #[command(flatten)]
-        config: ConfigArgs,
+        source: client::SourceArgs,
         #[arg(long)]
         collection: String,
         /// One value per key field.
@@ -87,31 +91,29 @@ enum Command {
     /// Writes every document of a collection as NDJSON to standard output.
     Export {
         #[command(flatten)]
-        config: ConfigArgs,
+        source: client::SourceArgs,
         #[arg(long)]
         collection: String,
     },
-    /// Lists the subscriptions with their position and lag (from the data directory; with
-    /// a server running, use `curl /v1/subscriptions`).
+    /// Lists the subscriptions with their position and lag.
     Subscriptions {
         #[command(flatten)]
-        config: ConfigArgs,
+        source: client::SourceArgs,
     },
-    /// Archives what is durable and compacts a new Parquet snapshot of a collection
-    /// (from the data directory: stop the server first, or POST
-    /// /v1/collections/NAME/snapshot).
+    /// Archives what is durable and compacts a new Parquet snapshot of a collection.
     Snapshot {
         #[command(flatten)]
-        config: ConfigArgs,
+        source: client::SourceArgs,
         collection: String,
-        /// Only archive the change log into segments; compact later.
+        /// Only archive the change log into segments; compact later (data directory
+        /// only: a running server archives on its own).
         #[arg(long)]
         archive_only: bool,
     },
     /// Runs read-only SQL over the snapshots; every collection is a table.
     Query {
         #[command(flatten)]
-        config: ConfigArgs,
+        source: client::SourceArgs,
         /// e.g. "SELECT specialty, count(*) FROM doctor GROUP BY 1"
         sql: String,
         /// Read each table from its newest snapshot with an id not above this one.
@@ -125,11 +127,49 @@ enum Command {
         timing: bool,
     },
     /// Rebuilds the documents of an empty data directory from the latest snapshots and
-    /// the segments after them, and verifies the result.
+    /// the segments after them, and verifies the result (no server may be using it).
     Restore {
         #[command(flatten)]
-        config: ConfigArgs,
+        source: client::SourceArgs,
     },
+    /// Health of the server and every component; exits 0 when ok, 1 when degraded, 2
+    /// when failed or no server answers.
+    Status {
+        #[command(flatten)]
+        source: client::SourceArgs,
+    },
+    /// Follows the change stream: one line per change.
+    Tap {
+        #[command(flatten)]
+        source: client::SourceArgs,
+        /// Only this collection's changes.
+        #[arg(long)]
+        collection: Option<String>,
+        /// A cursor, or `now`.
+        #[arg(long, default_value = "now")]
+        after: String,
+        /// Print each change record as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many changes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// A live view of events per second, lags, queues and HTTP load.
+    Top {
+        #[command(flatten)]
+        source: client::SourceArgs,
+        /// Refresh interval.
+        #[arg(long, default_value_t = 1_000)]
+        interval_ms: u64,
+        /// Stop after this many views (0: until interrupted).
+        #[arg(long, default_value_t = 0)]
+        iterations: u64,
+    },
+    /// Prints a shell completion script (bash, zsh, fish, elvish or powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Prints the man page (roff).
+    Man,
     /// Manages API tokens (over HTTP with an admin token, or `--offline`).
     Token {
         #[command(subcommand)]
@@ -177,19 +217,26 @@ fn main() -> ExitCode {
         cli.command,
         Command::Serve { .. } | Command::Demo { .. }
     ));
-    match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+    let server = cli.server;
+    let outcome = match cli.command {
+        Command::Status { source } => {
+            watch::status(&source, &server).map(|health| ExitCode::from(health as u8))
+        }
+        command => run(command, &server).map(|()| ExitCode::SUCCESS),
+    };
+    match outcome {
+        Ok(code) => code,
         Err(error) => {
             if is_broken_pipe(&error) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("sluice: error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(client::exit_code(&error))
         }
     }
 }
 
-fn run(command: Command) -> Result<()> {
+fn run(command: Command, server: &client::ServerArgs) -> Result<()> {
     match command {
         Command::Serve {
             config,
@@ -208,26 +255,66 @@ fn run(command: Command) -> Result<()> {
             ingest::run(&config, &data_dir, &collection, &file, chunk_bytes)
         }
         Command::Get {
-            config,
+            source,
             collection,
             key,
-        } => get(&config, &collection, &key),
-        Command::Export { config, collection } => export(&config, &collection),
-        Command::Subscriptions { config } => subscriptions(&config),
+        } => documents::get(&source, server, &collection, &key),
+        Command::Export { source, collection } => documents::export(&source, server, &collection),
+        Command::Subscriptions { source } => documents::subscriptions(&source, server),
         Command::Snapshot {
-            config,
+            source,
             collection,
             archive_only,
-        } => analytics::snapshot(&config, &collection, archive_only),
+        } => analytics::snapshot(&source, server, &collection, archive_only),
         Command::Query {
-            config,
+            source,
             sql,
             as_of,
             format,
             timing,
-        } => analytics::query(&config, &sql, as_of.as_deref(), format, timing),
-        Command::Restore { config } => analytics::restore(&config),
-        Command::Token { command } => tokens::run(command),
+        } => analytics::query(&source, server, &sql, as_of.as_deref(), format, timing),
+        Command::Restore { source } => analytics::restore(&source, server),
+        // Answered in `main`, for its exit code.
+        Command::Status { .. } => Ok(()),
+        Command::Tap {
+            source,
+            collection,
+            after,
+            json,
+            count,
+        } => watch::tap(
+            &source,
+            server,
+            &watch::TapOptions {
+                collection: collection.as_deref(),
+                after: &after,
+                json,
+                count,
+            },
+        ),
+        Command::Top {
+            source,
+            interval_ms,
+            iterations,
+        } => watch::top(
+            &source,
+            server,
+            &watch::TopOptions {
+                interval_ms,
+                iterations,
+            },
+        ),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "sluice", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+            Ok(())
+        }
+        Command::Token { command } => tokens::run(command, server),
         Command::Openapi => {
             let spec = sluice_server::openapi_spec();
             println!("{}", serde_json::to_string_pretty(&spec)?);
@@ -282,12 +369,16 @@ fn load_config(args: &ConfigArgs) -> Result<(Config, PathBuf)> {
 fn open_engine(config: &Config, data_dir: &Path) -> Result<Engine> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    Engine::open(config, data_dir).with_context(|| {
-        format!(
-            "opening the store in {} (is a server already using it?)",
+    match Engine::open(config, data_dir) {
+        Ok(engine) => Ok(engine),
+        Err(error) if error.is_locked() => Err(client::Unreachable(format!(
+            "{} is in use by another process (a running server?): stop it, or give this command its own data directory",
             data_dir.display()
-        )
-    })
+        ))
+        .into()),
+        Err(error) => Err(anyhow::Error::new(error)
+            .context(format!("opening the store in {}", data_dir.display()))),
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -393,6 +484,7 @@ pub(crate) async fn serve_with_connectors(
             "Serving plain HTTP beyond loopback: tokens travel in clear. Configure [server.tls]."
         );
     }
+    let address_file = AddressFile::write(data_dir, &serving)?;
     let background = tokio::spawn(background_tasks(engine.clone(), serving.tls.clone()));
     tracing::info!(auth = serving.options.auth_mode(&engine), "Access control.");
     sluice_server::serve(
@@ -414,8 +506,39 @@ pub(crate) async fn serve_with_connectors(
     if let Some(connectors) = connectors {
         connectors.stop().await;
     }
+    drop(address_file);
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// `server.json` in the data directory while the server runs: where commands that find
+/// the directory locked reach the server holding it. Removed on a clean stop; one left
+/// by a killed server is never read while the directory is unlocked.
+struct AddressFile(PathBuf);
+
+impl AddressFile {
+    fn write(data_dir: &Path, serving: &Serving) -> Result<Self> {
+        let local = client::reachable(serving.listener.local_addr()?);
+        let scheme = if serving.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let path = data_dir.join(client::ADDRESS_FILE);
+        let partial = data_dir.join(format!("{}.partial", client::ADDRESS_FILE));
+        let body =
+            serde_json::json!({"url": format!("{scheme}://{local}"), "pid": std::process::id()});
+        std::fs::write(&partial, body.to_string())
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for AddressFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Writes tokens' last use back every minute, and reloads the TLS files on SIGHUP.
@@ -469,71 +592,6 @@ pub(crate) async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
-}
-
-fn get(args: &ConfigArgs, collection: &str, key: &[String]) -> Result<()> {
-    let (config, data_dir) = load_config(args)?;
-    let engine = open_engine(&config, &data_dir)?;
-    let spec = engine.collection(collection)?;
-    let segments: Vec<&str> = key.iter().map(String::as_str).collect();
-    let key = sluice_core::Key::from_segments(&segments, spec.key.len())?;
-    let Some(stored) = engine.get(collection, &key)? else {
-        bail!("no document {key} in {collection}");
-    };
-    let doc: serde_json::Value = serde_json::from_slice(&stored.doc)?;
-    let version = stored
-        .version
-        .map_or(serde_json::Value::Null, sluice_core::Version::to_json);
-    let out = serde_json::json!({"key": stored.key, "version": version, "doc": doc});
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
-}
-
-fn export(args: &ConfigArgs, collection: &str) -> Result<()> {
-    const PAGE: usize = 10_000;
-    let (config, data_dir) = load_config(args)?;
-    let engine = open_engine(&config, &data_dir)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let mut after: Option<String> = None;
-    loop {
-        let (docs, next) = engine.list(collection, after.as_deref(), PAGE)?;
-        for stored in &docs {
-            out.write_all(&stored.doc)?;
-            out.write_all(b"\n")?;
-        }
-        match next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
-    out.flush()?;
-    Ok(())
-}
-
-fn subscriptions(args: &ConfigArgs) -> Result<()> {
-    let (config, data_dir) = load_config(args)?;
-    let engine = open_engine(&config, &data_dir)?;
-    let subscriptions = engine.subscriptions()?;
-    if subscriptions.is_empty() {
-        println!("no subscriptions");
-        return Ok(());
-    }
-    println!(
-        "{:<24} {:<16} {:<20} {:>12}  position",
-        "name", "collection", "changed_path", "lag_records"
-    );
-    for subscription in subscriptions {
-        println!(
-            "{:<24} {:<16} {:<20} {:>12}  {}",
-            subscription.name,
-            subscription.spec.collection.as_deref().unwrap_or("*"),
-            subscription.spec.changed_path.as_deref().unwrap_or("*"),
-            subscription.lag_records,
-            subscription.position
-        );
-    }
-    Ok(())
 }
 
 fn generate(collection: &str, count: u64, rate: u64, doctors: u64, seed: u64) -> Result<()> {

@@ -1,26 +1,13 @@
 //! `sluice token create|list|revoke`: a client of the running server's `/v1/tokens`, or,
-//! with `--offline`, of the data directory itself (server stopped), to make the first
-//! token of a deployment.
+//! when no server holds the config's data directory, of the directory itself (to make
+//! the first token of a deployment).
 
-use crate::{ConfigArgs, load_config, open_engine, runtime};
+use crate::client::{Client, Reach, ServerArgs, SourceArgs, Unreachable, reach, server_only};
 use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
-use sluice_engine::{Role, TokenRecord, TokenSpec};
+use reqwest::Method;
+use serde_json::json;
+use sluice_engine::{Engine, Role, TokenRecord, TokenSpec};
 use std::path::PathBuf;
-
-/// How to reach the server.
-#[derive(clap::Args, Clone)]
-pub struct ServerArgs {
-    /// The server's base URL.
-    #[arg(long, env = "SLUICE_SERVER", default_value = "http://127.0.0.1:7070")]
-    pub server: String,
-    /// An admin token (not needed on loopback while no token exists).
-    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// A PEM CA certificate to trust for https (a private CA).
-    #[arg(long)]
-    pub ca_cert: Option<PathBuf>,
-}
 
 #[derive(clap::Subcommand)]
 pub enum TokenCommand {
@@ -53,17 +40,52 @@ pub enum TokenCommand {
     },
 }
 
-/// A running server, or the data directory with `--offline`.
+/// The server holding the data directory of `--config` (or at `--server`), or that
+/// directory itself when no server runs.
 #[derive(clap::Args, Clone)]
 pub struct Target {
-    #[command(flatten)]
-    pub server: ServerArgs,
-    /// Work on the data directory of `--config` directly (the server must be stopped).
+    /// Insist on the data directory of `--config` (fails while a server holds it).
     #[arg(long, requires = "config")]
     pub offline: bool,
-    /// The config file, for `--offline`.
+    /// The config file: its data directory, or the server that holds it.
     #[arg(long, short, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Overrides `server.data_dir`.
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where token commands act.
+enum Tokens {
+    Server(Box<Client>),
+    Local(Engine),
+}
+
+fn tokens_at(target: &Target, server: &ServerArgs) -> Result<Tokens> {
+    let source = SourceArgs {
+        config: target.config.clone(),
+        data_dir: target.data_dir.clone(),
+    };
+    if target.config.is_none() || (server.server.is_some() && !target.offline) {
+        return Ok(Tokens::Server(Box::new(server_only(&source, server)?)));
+    }
+    let server = if target.offline {
+        ServerArgs {
+            server: None,
+            ..server.clone()
+        }
+    } else {
+        server.clone()
+    };
+    match reach(&source, &server)? {
+        Reach::Local { engine, .. } => Ok(Tokens::Local(engine)),
+        Reach::Server(client) if target.offline => Err(Unreachable(format!(
+            "--offline needs the data directory to itself, and the server at {} holds it: drop --offline, or stop the server",
+            client.base()
+        ))
+        .into()),
+        Reach::Server(client) => Ok(Tokens::Server(Box::new(client))),
+    }
 }
 
 /// Parses `90d`, `12h`, `30m`, `45s`, `2w` into milliseconds.
@@ -89,7 +111,7 @@ pub fn parse_duration_ms(text: &str) -> Result<u64> {
         .with_context(|| format!("{text:?} is too long"))
 }
 
-pub fn run(command: TokenCommand) -> Result<()> {
+pub fn run(command: TokenCommand, server: &ServerArgs) -> Result<()> {
     match command {
         TokenCommand::Create {
             name,
@@ -106,11 +128,9 @@ pub fn run(command: TokenCommand) -> Result<()> {
                 collections,
                 expires_in_ms,
             };
-            let (secret, record) = if target.offline {
-                let engine = offline_engine(&target)?;
-                engine.create_token(spec)?
-            } else {
-                create_over_http(&target.server, &spec)?
+            let (secret, record) = match tokens_at(&target, server)? {
+                Tokens::Local(engine) => engine.create_token(spec)?,
+                Tokens::Server(client) => create_over_http(&client, &spec)?,
             };
             println!("{secret}");
             eprintln!(
@@ -126,23 +146,29 @@ pub fn run(command: TokenCommand) -> Result<()> {
             Ok(())
         }
         TokenCommand::List { target } => {
-            let tokens = if target.offline {
-                offline_engine(&target)?.tokens()
-            } else {
-                let body = request(&target.server, reqwest::Method::GET, "/v1/tokens", None)?;
-                serde_json::from_value(body["tokens"].clone()).context("the server's token list")?
+            let tokens = match tokens_at(&target, server)? {
+                Tokens::Local(engine) => engine.tokens(),
+                Tokens::Server(client) => {
+                    let url = client.url(&["v1", "tokens"], &[]);
+                    let body = client.call(Method::GET, url, None)?.json()?;
+                    serde_json::from_value(body["tokens"].clone())
+                        .context("the server's token list")?
+                }
             };
             print_tokens(&tokens);
             Ok(())
         }
         TokenCommand::Revoke { name, target } => {
-            if target.offline {
-                if !offline_engine(&target)?.revoke_token(&name)? {
-                    bail!("no token named {name:?}");
+            match tokens_at(&target, server)? {
+                Tokens::Local(engine) => {
+                    if !engine.revoke_token(&name)? {
+                        bail!("no token named {name:?}");
+                    }
                 }
-            } else {
-                let path = format!("/v1/tokens/{name}");
-                request(&target.server, reqwest::Method::DELETE, &path, None)?;
+                Tokens::Server(client) => {
+                    let url = client.url(&["v1", "tokens", &name], &[]);
+                    client.call(Method::DELETE, url, None)?;
+                }
             }
             eprintln!("sluice: token {name:?} revoked");
             Ok(())
@@ -150,23 +176,15 @@ pub fn run(command: TokenCommand) -> Result<()> {
     }
 }
 
-fn offline_engine(target: &Target) -> Result<sluice_engine::Engine> {
-    let config = target.config.clone().context("--offline needs --config")?;
-    let (config, data_dir) = load_config(&ConfigArgs {
-        config,
-        data_dir: None,
-    })?;
-    open_engine(&config, &data_dir)
-}
-
-fn create_over_http(server: &ServerArgs, spec: &TokenSpec) -> Result<(String, TokenRecord)> {
+fn create_over_http(client: &Client, spec: &TokenSpec) -> Result<(String, TokenRecord)> {
     let body = json!({
         "name": spec.name,
         "role": spec.role,
         "collections": spec.collections,
         "expires_in_ms": spec.expires_in_ms,
     });
-    let mut answer = request(server, reqwest::Method::POST, "/v1/tokens", Some(body))?;
+    let url = client.url(&["v1", "tokens"], &[]);
+    let mut answer = client.call(Method::POST, url, Some(&body))?.json()?;
     let secret = answer["token"]
         .as_str()
         .context("the server's answer has no token")?
@@ -177,47 +195,6 @@ fn create_over_http(server: &ServerArgs, spec: &TokenSpec) -> Result<(String, To
     let record: TokenRecord =
         serde_json::from_value(answer).context("the server's token record")?;
     Ok((secret, record))
-}
-
-/// One JSON request to the server; errors carry the server's code and message.
-pub fn request(
-    server: &ServerArgs,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<Value> {
-    let mut builder = reqwest::Client::builder();
-    if let Some(ca) = &server.ca_cert {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        let certificate = reqwest::Certificate::from_pem(&pem)
-            .with_context(|| format!("{} is not a PEM certificate", ca.display()))?;
-        builder = builder.add_root_certificate(certificate);
-    }
-    let client = builder.build().context("building the HTTP client")?;
-    let url = format!("{}{path}", server.server.trim_end_matches('/'));
-    runtime()?.block_on(async move {
-        let mut request = client.request(method, &url);
-        if let Some(token) = &server.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.with_context(|| {
-            format!("calling {url} (is the server running? --server sets where)")
-        })?;
-        let status = response.status();
-        let text = response.text().await.context("reading the answer")?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if !status.is_success() {
-            let code = body["error"]["code"].as_str().unwrap_or("error");
-            let message = body["error"]["message"].as_str().unwrap_or("");
-            bail!("{status} {code}: {message}");
-        }
-        Ok(body)
-    })
 }
 
 fn format_ms(ms: Option<u64>) -> String {

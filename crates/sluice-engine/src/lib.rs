@@ -78,6 +78,12 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// Whether opening failed because another process (a running server) holds the data
+    /// directory.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, EngineError::Store(StoreError::Locked))
+    }
+
     /// Writers answer many callers with one error, and store errors are not `Clone`.
     /// Every error a writer meets poisons the engine, so that is what callers learn.
     fn clone_for_reply(&self) -> Self {

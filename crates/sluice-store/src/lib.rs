@@ -35,6 +35,9 @@ pub type Bytes = fjall::Slice;
 pub enum StoreError {
     #[error("storage engine: {0}")]
     Engine(#[from] fjall::Error),
+    /// Another process (a running server) has the data directory open.
+    #[error("the data directory is in use by another process (a running server?)")]
+    Locked,
     #[error(
         "data directory was created with {stored} partitions, config asks for {configured}; partitions cannot change"
     )]
@@ -138,9 +141,14 @@ const META_INSTANCE: &[u8] = b"instance";
 impl Store {
     /// Opens (or creates) the store and pins the partition count on first use.
     pub fn open(path: &Path, partitions: u16, options: StoreOptions) -> Result<Self> {
-        let db = Database::builder(path)
+        let db = match Database::builder(path)
             .cache_size(options.cache_bytes)
-            .open()?;
+            .open()
+        {
+            Ok(db) => db,
+            Err(fjall::Error::Locked) => return Err(StoreError::Locked),
+            Err(error) => return Err(error.into()),
+        };
         let memtable_bytes = options.memtable_bytes.max(1 << 20);
         let keyspace_options =
             || KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes);

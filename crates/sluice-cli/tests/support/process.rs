@@ -236,6 +236,25 @@ impl Server {
             .unwrap_or_else(|error| panic!("checking on the server: {error}"))
     }
 
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(mut self, log: &Path) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(
+            sent.is_ok_and(|status| status.success()),
+            "kill -TERM {pid}"
+        );
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|error| panic!("waiting for the stopped server: {error}"));
+        assert!(
+            status.success(),
+            "the server should stop cleanly on SIGTERM, got {status:?}\n--- server log ---\n{}",
+            log_tail(log)
+        );
+    }
+
     /// SIGKILL, and check that the signal is what ended the process (it did not exit on
     /// its own earlier).
     pub fn kill(mut self, log: &Path) {

@@ -1,0 +1,411 @@
+//! `sluice status`, `sluice tap` and `sluice top`: clients of a running server only
+//! (`/healthz`, `/v1/changes/stream`, `/metrics`).
+
+use crate::client::{ServerArgs, SourceArgs, Unreachable, server_only};
+use anyhow::{Context, Result};
+use reqwest::Method;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// `tap` refuses a line longer than this (the server's records are far smaller).
+const TAP_LINE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// `top` refreshes at most this often.
+const TOP_INTERVAL_MS_MIN: u64 = 100;
+
+/// What `sluice status` exits with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Ok = 0,
+    Degraded = 1,
+    Failed = 2,
+}
+
+/// `sluice status`: every component's health as `/healthz` says it; exit 0 when ok, 1
+/// when degraded (a connector is down), 2 when failed or no server answers.
+pub fn status(source: &SourceArgs, server: &ServerArgs) -> Result<Health> {
+    let client = server_only(source, server)?;
+    let url = client.url(&["healthz"], &[]);
+    let answer = client.block_on(async {
+        let response = client.send_unchecked(Method::GET, url, None).await?;
+        let status = response.status();
+        let body = response.bytes().await.unwrap_or_default();
+        Ok::<_, anyhow::Error>((status, body))
+    })?;
+    let (status, body) = answer;
+    let health: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let message = health["error"]["message"]
+            .as_str()
+            .unwrap_or("no reason given");
+        println!(
+            "failed: the server at {} answers {status}: {message}",
+            client.base()
+        );
+        return Ok(Health::Failed);
+    }
+    let overall = health["status"].as_str().unwrap_or("unknown");
+    println!(
+        "{overall}: the server at {} (access: {})",
+        client.base(),
+        health["auth"].as_str().unwrap_or("?")
+    );
+    if let Some(components) = health["components"].as_object() {
+        for (name, component) in components {
+            let up = if component["up"] == Value::Bool(true) {
+                "up"
+            } else {
+                "down"
+            };
+            println!(
+                "  {name:<24} {up:<5} {}",
+                component["detail"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(match overall {
+        "ok" => Health::Ok,
+        "degraded" => Health::Degraded,
+        _ => Health::Failed,
+    })
+}
+
+/// One change record as `tap` prints it.
+#[derive(serde::Deserialize)]
+struct TapRecord<'a> {
+    #[serde(borrow)]
+    cursor: &'a str,
+    #[serde(borrow)]
+    collection: &'a str,
+    #[serde(borrow)]
+    key: &'a serde_json::value::RawValue,
+    #[serde(borrow)]
+    op: &'a str,
+    #[serde(borrow)]
+    version: Option<&'a serde_json::value::RawValue>,
+    changed: Vec<&'a str>,
+    ts_ms: u64,
+}
+
+pub struct TapOptions<'a> {
+    pub collection: Option<&'a str>,
+    pub after: &'a str,
+    pub json: bool,
+    /// Stop after this many records.
+    pub count: Option<u64>,
+}
+
+/// `sluice tap`: follows the change stream, one line per change (`--json`: the record).
+/// Ends with exit code 2 when the server ends the stream (it stopped).
+pub fn tap(source: &SourceArgs, server: &ServerArgs, options: &TapOptions<'_>) -> Result<()> {
+    let client = server_only(source, server)?;
+    let mut query = vec![("after", options.after)];
+    if let Some(collection) = options.collection {
+        query.push(("collection", collection));
+    }
+    let url = client.url(&["v1", "changes", "stream"], &query);
+    client.say(&format!("following {url}"));
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    client.block_on(async {
+        let mut response = client.send(Method::GET, url, None).await?;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut printed = 0u64;
+        if options.count == Some(0) {
+            return Ok(());
+        }
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(error) => {
+                    return Err(Unreachable(format!(
+                        "the change stream from {} broke ({error}): is the server still running?",
+                        client.base()
+                    ))
+                    .into());
+                }
+            };
+            pending.extend_from_slice(&chunk);
+            let mut start = 0;
+            while let Some(end) = pending[start..].iter().position(|byte| *byte == b'\n') {
+                let line = &pending[start..start + end];
+                start += end + 1;
+                let Some(data) = line.strip_prefix(b"data:") else {
+                    continue;
+                };
+                let data = data.strip_prefix(b" ").unwrap_or(data);
+                print_change(&mut out, data, options.json)?;
+                printed += 1;
+                if options.count.is_some_and(|count| printed >= count) {
+                    return Ok(());
+                }
+            }
+            pending.drain(..start);
+            if pending.len() > TAP_LINE_BYTES_MAX {
+                anyhow::bail!("a line of the change stream exceeds {TAP_LINE_BYTES_MAX} bytes");
+            }
+        }
+        Err(Unreachable(format!(
+            "the server at {} ended the change stream (it is stopping?)",
+            client.base()
+        ))
+        .into())
+    })
+}
+
+fn print_change(out: &mut impl Write, data: &[u8], raw: bool) -> Result<()> {
+    if raw {
+        out.write_all(data)?;
+        out.write_all(b"\n")?;
+        return Ok(out.flush()?);
+    }
+    let record: TapRecord<'_> =
+        serde_json::from_slice(data).context("a change record the server sent")?;
+    let version = record.version.map_or("null", |version| version.get());
+    writeln!(
+        out,
+        "{} {} {} {} v={version} changed={} cursor={}",
+        rfc3339_ms(record.ts_ms),
+        record.collection,
+        record.op,
+        record.key.get(),
+        if record.changed.is_empty() {
+            "-".to_owned()
+        } else {
+            record.changed.join(",")
+        },
+        record.cursor,
+    )?;
+    Ok(out.flush()?)
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Prometheus samples by metric name, then label set.
+type Samples = BTreeMap<String, BTreeMap<String, f64>>;
+
+/// Parses Prometheus text (what `/metrics` answers): `name{labels} value` lines.
+fn parse_metrics(text: &str) -> Samples {
+    let mut samples = Samples::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => (name, labels.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        samples
+            .entry(name.to_owned())
+            .or_default()
+            .insert(labels.to_owned(), value);
+    }
+    samples
+}
+
+/// The value of label `name` in a label set (`a="x",b="y"`).
+fn label<'a>(labels: &'a str, name: &str) -> &'a str {
+    labels
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map_or("", |(_, value)| value.trim_matches('"'))
+}
+
+pub struct TopOptions {
+    pub interval_ms: u64,
+    /// Stop after this many views (0: until interrupted).
+    pub iterations: u64,
+}
+
+/// `sluice top`: a live view of events per second by collection and outcome, documents,
+/// consumer and subscription lags, queue depths and HTTP load, from `/metrics`.
+pub fn top(source: &SourceArgs, server: &ServerArgs, options: &TopOptions) -> Result<()> {
+    let client = server_only(source, server)?;
+    let interval = Duration::from_millis(options.interval_ms.max(TOP_INTERVAL_MS_MIN));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut previous: Option<(Instant, Samples)> = None;
+    let mut shown = 0u64;
+    loop {
+        let url = client.url(&["metrics"], &[]);
+        let answer = client.call(Method::GET, url, None)?;
+        let now = Instant::now();
+        let samples = parse_metrics(&String::from_utf8_lossy(&answer.body));
+        let view = render_top(client.base(), &samples, previous.as_ref(), now);
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        if terminal {
+            out.write_all(b"\x1b[H\x1b[2J")?;
+        }
+        out.write_all(view.as_bytes())?;
+        out.flush()?;
+        drop(out);
+        shown += 1;
+        if options.iterations > 0 && shown >= options.iterations {
+            return Ok(());
+        }
+        previous = Some((now, samples));
+        std::thread::sleep(interval);
+    }
+}
+
+fn render_top(
+    base: &str,
+    samples: &Samples,
+    previous: Option<&(Instant, Samples)>,
+    now: Instant,
+) -> String {
+    use std::fmt::Write as _;
+    let empty = BTreeMap::new();
+    let series = |name: &str| samples.get(name).unwrap_or(&empty);
+    // Per-second rate of a counter since the last view (blank on the first).
+    let rate = |name: &str, labels: &str| -> String {
+        let Some((at, before)) = previous else {
+            return "-".to_owned();
+        };
+        let seconds = now.duration_since(*at).as_secs_f64().max(1e-3);
+        let current = series(name).get(labels).copied().unwrap_or_default();
+        let old = before
+            .get(name)
+            .and_then(|values| values.get(labels))
+            .copied()
+            .unwrap_or(current);
+        format!("{:.0}", ((current - old) / seconds).max(0.0))
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "sluice top: {base}\n");
+    let _ = writeln!(
+        out,
+        "{:<20} {:>10} {:>10} {:>10} {:>10} {:>14} {:>12}",
+        "collection", "applied/s", "noop/s", "stale/s", "rejected/s", "rejected", "documents"
+    );
+    let mut collections: Vec<&str> = series("sluice_events_total")
+        .keys()
+        .map(|labels| label(labels, "collection"))
+        .collect();
+    collections.dedup();
+    for collection in collections {
+        let labels = |outcome: &str| format!("collection=\"{collection}\",outcome=\"{outcome}\"");
+        let documents = series("sluice_documents")
+            .get(&format!("collection=\"{collection}\""))
+            .copied()
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<20} {:>10} {:>10} {:>10} {:>10} {:>14} {:>12}",
+            collection,
+            rate("sluice_events_total", &labels("applied")),
+            rate("sluice_events_total", &labels("noop")),
+            rate("sluice_events_total", &labels("stale")),
+            rate("sluice_events_total", &labels("rejected")),
+            series("sluice_events_total")
+                .get(&labels("rejected"))
+                .copied()
+                .unwrap_or_default(),
+            documents,
+        );
+    }
+    let _ = writeln!(out, "\n{:<41} {:>12}", "consumer", "lag_records");
+    for (labels, lag) in series("sluice_consumer_lag_records") {
+        let _ = writeln!(out, "{:<41} {:>12}", label(labels, "consumer"), lag);
+    }
+    let queued: f64 = series("sluice_queue_submissions").values().sum();
+    let in_flight: f64 = series("sluice_http_requests_in_flight").values().sum();
+    let requests: f64 = series("sluice_http_requests_total").values().sum();
+    let requests_rate = previous.map_or_else(
+        || "-".to_owned(),
+        |(at, before)| {
+            let old: f64 = before
+                .get("sluice_http_requests_total")
+                .map_or(requests, |values| values.values().sum());
+            let seconds = now.duration_since(*at).as_secs_f64().max(1e-3);
+            format!("{:.0}", ((requests - old) / seconds).max(0.0))
+        },
+    );
+    let _ = writeln!(
+        out,
+        "\nqueued submissions {queued}   http requests/s {requests_rate}   in flight {in_flight}   connections {}",
+        series("sluice_http_connections_open")
+            .get("")
+            .copied()
+            .unwrap_or_default()
+    );
+    let down: Vec<&str> = series("sluice_component_up")
+        .iter()
+        .filter(|(_, up)| **up < 1.0)
+        .map(|(labels, _)| label(labels, "component"))
+        .collect();
+    if !down.is_empty() {
+        let _ = writeln!(out, "components down: {}", down.join(", "));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_text_parses_into_series_by_labels() {
+        let samples = parse_metrics(
+            "# TYPE sluice_events_total counter\nsluice_events_total{collection=\"doctor\",outcome=\"applied\"} 12\nsluice_poisoned 0\nbroken line\n",
+        );
+        assert_eq!(
+            samples["sluice_events_total"]["collection=\"doctor\",outcome=\"applied\""],
+            12.0
+        );
+        assert_eq!(samples["sluice_poisoned"][""], 0.0);
+        assert_eq!(samples.len(), 2);
+        assert_eq!(
+            label("collection=\"doctor\",outcome=\"applied\"", "outcome"),
+            "applied"
+        );
+    }
+
+    #[test]
+    fn top_shows_rates_from_two_views() {
+        let first = parse_metrics(
+            "sluice_events_total{collection=\"doctor\",outcome=\"applied\"} 100\nsluice_documents{collection=\"doctor\"} 7\n",
+        );
+        let second = parse_metrics(
+            "sluice_events_total{collection=\"doctor\",outcome=\"applied\"} 300\nsluice_documents{collection=\"doctor\"} 9\n",
+        );
+        let start = Instant::now();
+        let later = start + Duration::from_secs(2);
+        let view = render_top("http://x", &second, Some(&(start, first)), later);
+        let row = view
+            .lines()
+            .find(|line| line.starts_with("doctor"))
+            .unwrap_or_default();
+        let columns: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(columns, ["doctor", "100", "0", "0", "0", "0", "9"]);
+    }
+
+    #[test]
+    fn tap_prints_one_line_per_change() {
+        let mut out = Vec::new();
+        let record = br#"{"cursor":"0.1.0","collection":"doctor","key":17,"op":"upsert","version":3,"doc":{"name":"Ross"},"changed":["/name"],"ts_ms":1764000000000}"#;
+        print_change(&mut out, record, false).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "2025-11-24T16:00:00Z doctor upsert 17 v=3 changed=/name cursor=0.1.0\n"
+        );
+        assert!(print_change(&mut Vec::new(), b"{not json", false).is_err());
+    }
+}
