@@ -11,7 +11,7 @@
 //! memory, holds what the retry writes again.
 
 use crate::layout::{ChangeRow, Layout};
-use crate::objects::Objects;
+use crate::objects::{Objects, ROW_GROUP_BYTES_MAX};
 use crate::{Backoff, SnapshotError};
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
@@ -28,14 +28,6 @@ use std::time::{Duration, Instant};
 pub const START_KEY: &str = "sluice.start";
 pub const END_KEY: &str = "sluice.end";
 
-/// A row group is closed once its encoded columns reach this size: what one collection's
-/// writer holds in memory before the bytes go to the upload.
-const ROW_GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Upload buffer per segment object: below it one put, above it a multipart upload in
-/// parts of this size (S3's smallest part is 5 MiB) ...
-const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
-/// ... with at most this many parts in flight per object.
-const UPLOAD_PARTS_IN_FLIGHT_MAX: usize = 2;
 /// On-demand archiving (`archive_through`) gives up after this many object-store
 /// failures in a row; the background loop retries until stopped.
 const ON_DEMAND_FAILURES_MAX: u32 = 5;
@@ -335,12 +327,7 @@ impl SegmentWriter {
                 start.to_owned(),
             )]))
             .build();
-        let upload = BufWriter::with_capacity(
-            std::sync::Arc::clone(&objects.store),
-            path.clone(),
-            UPLOAD_PART_BYTES,
-        )
-        .with_max_concurrency(UPLOAD_PARTS_IN_FLIGHT_MAX);
+        let upload = objects.upload(path.clone());
         let parquet = AsyncArrowWriter::try_new(
             upload,
             std::sync::Arc::clone(&layout.schema),

@@ -7,7 +7,9 @@
 
 use crate::archiver::END_KEY;
 use crate::layout::Layout;
-use crate::objects::{Manifest, ManifestFile, Objects, STORE_URL, snapshot_id};
+use crate::objects::{
+    Manifest, ManifestFile, Objects, ROW_GROUP_BYTES_MAX, STORE_URL, snapshot_id,
+};
 use crate::{SnapshotError, checksum_rows, datafusion_error, session};
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
@@ -241,10 +243,7 @@ async fn write_files(
                 let properties = WriterProperties::builder()
                     .set_compression(Compression::SNAPPY)
                     .build();
-                let sink = object_store::buffered::BufWriter::new(
-                    Arc::clone(&objects.store),
-                    path.clone(),
-                );
+                let sink = objects.upload(path.clone());
                 let created =
                     AsyncArrowWriter::try_new(sink, Arc::clone(&schema), Some(properties))
                         .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?;
@@ -255,6 +254,12 @@ async fn write_files(
             .write(&batch)
             .await
             .map_err(|error| SnapshotError::Store(format!("{directory}: {error}")))?;
+        if current.in_progress_size() >= ROW_GROUP_BYTES_MAX {
+            current
+                .flush()
+                .await
+                .map_err(|error| SnapshotError::Store(format!("{directory}: {error}")))?;
+        }
         *rows += batch.num_rows() as u64;
         total_rows += batch.num_rows() as u64;
         if *rows >= FILE_ROWS_MAX

@@ -22,6 +22,13 @@ use std::sync::Arc;
 /// The URL DataFusion knows the store by (any scheme works once registered).
 pub const STORE_URL: &str = "sluice://objects/";
 
+/// A Parquet writer closes its row group once the encoded columns reach this size: what
+/// one writer holds before the bytes go to its upload.
+pub const ROW_GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// S3's smallest multipart part is 5 MiB.
+const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
+const UPLOAD_PARTS_IN_FLIGHT_MAX: usize = 2;
+
 #[derive(Clone, Debug)]
 pub struct Objects {
     pub store: Arc<dyn ObjectStore>,
@@ -98,6 +105,18 @@ impl Objects {
                 .map(String::as_str)
                 .chain(parts.iter().copied()),
         )
+    }
+
+    /// A buffered upload to `path`: one put below `UPLOAD_PART_BYTES`, above it a
+    /// multipart upload in parts of that size with at most `UPLOAD_PARTS_IN_FLIGHT_MAX` in
+    /// flight, so an upload holds a few parts in memory, not its object.
+    pub fn upload(&self, path: Path) -> object_store::buffered::BufWriter {
+        object_store::buffered::BufWriter::with_capacity(
+            Arc::clone(&self.store),
+            path,
+            UPLOAD_PART_BYTES,
+        )
+        .with_max_concurrency(UPLOAD_PARTS_IN_FLIGHT_MAX)
     }
 
     pub fn segment_dir(&self, collection: &str) -> Path {
