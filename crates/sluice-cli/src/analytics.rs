@@ -102,7 +102,7 @@ pub fn open(
 fn required(engine: &sluice_engine::Engine, data_dir: &std::path::Path) -> Result<Snapshots> {
     match open(engine, data_dir)? {
         Some(snapshots) => Ok(snapshots),
-        None => bail!("snapshots are not configured: add a [snapshots] section to the config"),
+        None => bail!("snapshots are off in this config (`[snapshots] enabled = false`)"),
     }
 }
 

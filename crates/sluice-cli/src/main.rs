@@ -1,12 +1,14 @@
 //! The `sluice` binary: a thin layer of flags over the engine and the server.
 
 mod analytics;
+mod audit;
 mod client;
 mod demo;
 mod documents;
 mod generator;
 mod ingest;
 mod tokens;
+mod validate;
 mod watch;
 
 use anyhow::{Context, Result, bail};
@@ -166,6 +168,37 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         iterations: u64,
     },
+    /// Compares a collection with its source of truth, a PostgreSQL query: documents
+    /// missing, extra and differing, with samples; exits 1 when anything differs.
+    Audit {
+        #[command(flatten)]
+        source: client::SourceArgs,
+        #[arg(long)]
+        collection: String,
+        /// The source database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
+        #[arg(long = "source", env = "SLUICE_AUDIT_SOURCE", hide_env_values = true)]
+        source_url: String,
+        /// The rows to compare, e.g. "SELECT doctor_id, name, specialty FROM doctors";
+        /// its key columns are named like the collection's key fields.
+        #[arg(long)]
+        query: String,
+        /// Compare only these fields (names or JSON pointers, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        fields: Option<Vec<String>>,
+        /// Keys shown per kind of difference.
+        #[arg(long, default_value_t = 5)]
+        sample: usize,
+        /// text or json.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
+    /// Checks a config without starting anything: every problem with its line; exits 1
+    /// on any.
+    Validate {
+        /// The config file (sluice.toml).
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: PathBuf,
+    },
     /// Prints a shell completion script (bash, zsh, fish, elvish or powershell).
     Completions { shell: clap_complete::Shell },
     /// Prints the man page (roff).
@@ -222,6 +255,40 @@ fn main() -> ExitCode {
         Command::Status { source } => {
             watch::status(&source, &server).map(|health| ExitCode::from(health as u8))
         }
+        Command::Audit {
+            source,
+            collection,
+            source_url,
+            query,
+            fields,
+            sample,
+            format,
+        } => audit::run(
+            &source,
+            &server,
+            &audit::AuditOptions {
+                collection: &collection,
+                source_url: &source_url,
+                query: &query,
+                fields: fields.as_deref(),
+                sample_max: sample,
+                json: format == "json",
+            },
+        )
+        .map(|clean| {
+            if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
+        Command::Validate { config } => validate::run(&config).map(|valid| {
+            if valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
         command => run(command, &server).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
@@ -274,8 +341,8 @@ fn run(command: Command, server: &client::ServerArgs) -> Result<()> {
             timing,
         } => analytics::query(&source, server, &sql, as_of.as_deref(), format, timing),
         Command::Restore { source } => analytics::restore(&source, server),
-        // Answered in `main`, for its exit code.
-        Command::Status { .. } => Ok(()),
+        // Answered in `main`, for their exit codes.
+        Command::Status { .. } | Command::Validate { .. } | Command::Audit { .. } => Ok(()),
         Command::Tap {
             source,
             collection,

@@ -71,21 +71,53 @@ pub fn status(source: &SourceArgs, server: &ServerArgs) -> Result<Health> {
     })
 }
 
-/// One change record as `tap` prints it.
+/// What `tap` prints of a change record: everything but the document.
 #[derive(serde::Deserialize)]
-struct TapRecord<'a> {
-    #[serde(borrow)]
-    cursor: &'a str,
-    #[serde(borrow)]
-    collection: &'a str,
-    #[serde(borrow)]
-    key: &'a serde_json::value::RawValue,
-    #[serde(borrow)]
-    op: &'a str,
-    #[serde(borrow)]
-    version: Option<&'a serde_json::value::RawValue>,
-    changed: Vec<&'a str>,
+struct TapHead {
+    cursor: String,
+    collection: String,
+    key: Box<serde_json::value::RawValue>,
+    op: String,
+    version: Option<Box<serde_json::value::RawValue>>,
+}
+
+#[derive(serde::Deserialize)]
+struct TapTail {
+    changed: Vec<String>,
     ts_ms: u64,
+}
+
+/// The head and tail of a record without parsing its document (most of its bytes): a
+/// record is `{"cursor":…,"collection":…,"key":…,"op":…,"version":…,"doc":…,"changed":[…],"ts_ms":…}`,
+/// and `,"doc":` first appears after the version, `,"changed":[` last appears before the
+/// tail (inside JSON strings a quote is always escaped, so neither can occur there).
+/// Falls back to a full parse for any other shape.
+fn summary(data: &[u8]) -> Result<(TapHead, TapTail)> {
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack
+            .windows(needle.len())
+            .position(|window| window == needle)
+    }
+    fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack
+            .windows(needle.len())
+            .rposition(|window| window == needle)
+    }
+    let fast = find(data, b",\"doc\":")
+        .zip(rfind(data, b",\"changed\":["))
+        .and_then(|(doc, changed)| {
+            let head = std::str::from_utf8(data.get(..doc)?).ok()?;
+            let tail = std::str::from_utf8(data.get(changed + 1..)?).ok()?;
+            let head: TapHead = serde_json::from_str(&format!("{head}}}")).ok()?;
+            let tail: TapTail = serde_json::from_str(&format!("{{{tail}")).ok()?;
+            Some((head, tail))
+        });
+    if let Some((head, tail)) = fast {
+        return Ok((head, tail));
+    }
+    let head: TapHead = serde_json::from_slice(data).context("a change record the server sent")?;
+    let tail: TapTail = serde_json::from_slice(data).context("a change record the server sent")?;
+    Ok((head, tail))
 }
 
 pub struct TapOptions<'a> {
@@ -161,22 +193,24 @@ fn print_change(out: &mut impl Write, data: &[u8], raw: bool) -> Result<()> {
         out.write_all(b"\n")?;
         return Ok(out.flush()?);
     }
-    let record: TapRecord<'_> =
-        serde_json::from_slice(data).context("a change record the server sent")?;
-    let version = record.version.map_or("null", |version| version.get());
+    let (head, tail) = summary(data)?;
+    let version = head
+        .version
+        .as_ref()
+        .map_or("null", |version| version.get());
     writeln!(
         out,
         "{} {} {} {} v={version} changed={} cursor={}",
-        rfc3339_ms(record.ts_ms),
-        record.collection,
-        record.op,
-        record.key.get(),
-        if record.changed.is_empty() {
+        rfc3339_ms(tail.ts_ms),
+        head.collection,
+        head.op,
+        head.key.get(),
+        if tail.changed.is_empty() {
             "-".to_owned()
         } else {
-            record.changed.join(",")
+            tail.changed.join(",")
         },
-        record.cursor,
+        head.cursor,
     )?;
     Ok(out.flush()?)
 }
@@ -407,5 +441,21 @@ mod tests {
             "2025-11-24T16:00:00Z doctor upsert 17 v=3 changed=/name cursor=0.1.0\n"
         );
         assert!(print_change(&mut Vec::new(), b"{not json", false).is_err());
+    }
+
+    #[test]
+    fn tap_skips_the_document_even_when_it_quotes_the_record_s_own_fields() {
+        // The document's strings hold `,"doc":` and `,"changed":[` (escaped): the
+        // summary must still find the record's own fields.
+        let record = br#"{"cursor":"0.2","collection":"doctor","key":"a,\"doc\":1","op":"upsert","version":null,"doc":{"note":"x,\"changed\":[\"/y\"],\"ts_ms\":1}"},"changed":["/note"],"ts_ms":1764000000000}"#;
+        let (head, tail) = summary(record).unwrap_or_else(|error| panic!("{error:#}"));
+        assert_eq!(head.key.get(), r#""a,\"doc\":1""#);
+        assert_eq!(head.cursor, "0.2");
+        assert_eq!(tail.changed, ["/note"]);
+        assert_eq!(tail.ts_ms, 1_764_000_000_000);
+        // Another shape (fields reordered) takes the full parse.
+        let reordered = br#"{"ts_ms":5,"changed":[],"doc":null,"version":1,"op":"delete","key":3,"collection":"doctor","cursor":"0.1"}"#;
+        let (head, tail) = summary(reordered).unwrap_or_else(|error| panic!("{error:#}"));
+        assert_eq!((head.op.as_str(), tail.ts_ms), ("delete", 5));
     }
 }

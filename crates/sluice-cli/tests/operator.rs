@@ -375,3 +375,113 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
     );
     assert!(man.out.contains("status"));
 }
+
+#[test]
+fn validate_reports_every_problem_with_its_line_and_exits_1() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/healthcare/sluice.toml"
+    );
+    let valid = sluice_bare(&["validate", "--config", example], &[]).ok();
+    assert!(valid.out.trim().ends_with(": ok"), "{}", valid.out);
+    let setup = Setup::new(
+        "[engine]\npartitions = 0\n[[collections]]\nname = \"doctor\"\nkey = [\"/doctor_id\"]\n[[collections]]\nname = \"doctor\"\nkey = [\"doctor_id\"]\n",
+    );
+    let config = setup.config.to_str().unwrap();
+    let broken = sluice_bare(&["validate", "--config", config], &[]);
+    assert_eq!(broken.code, Some(1), "{}{}", broken.out, broken.err);
+    let lines: Vec<&str> = broken.out.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", broken.out);
+    assert!(
+        lines[0].starts_with(&format!("{config}:2: ")),
+        "{}",
+        broken.out
+    );
+    assert!(
+        lines[1].starts_with(&format!("{config}:7: ")),
+        "{}",
+        broken.out
+    );
+    assert!(
+        lines[2].starts_with(&format!("{config}:8: ")),
+        "{}",
+        broken.out
+    );
+    std::fs::write(
+        &setup.config,
+        "[[collections]]\nname = \"doctor\"\nkey = [\"/doctor_id\"]\nunknown_key = 1\n",
+    )
+    .unwrap();
+    let unknown = sluice_bare(&["validate", "--config", config], &[]);
+    assert_eq!(unknown.code, Some(1));
+    assert!(
+        unknown.out.starts_with(&format!("{config}:4: ")) && unknown.out.contains("unknown_key"),
+        "{}",
+        unknown.out
+    );
+}
+
+#[test]
+fn duckdb_reads_integer_keys_as_integers_and_declared_text_as_text() {
+    let Some(python) = std::env::var("SLUICE_TEST_DUCKDB_PYTHON")
+        .ok()
+        .filter(|python| !python.is_empty())
+    else {
+        eprintln!(
+            "skipped: SLUICE_TEST_DUCKDB_PYTHON (a python with duckdb) is not set (.ci/run sets it)"
+        );
+        return;
+    };
+    let setup = Setup::new(
+        "[[collections]]\nname = \"doctor\"\nkey = [\"/doctor_id\"]\n\
+         [[collections]]\nname = \"plan\"\nkey = [\"/plan_id\"]\nkey_types = [\"string\"]\n\
+         [snapshots]\nstore = \"snapshots\"\ncompact_interval_s = 0\n",
+    );
+    let server = setup.start();
+    post(
+        &server,
+        "{\"doctor_id\": 17, \"name\": \"Ross\"}\n{\"doctor_id\": 4, \"name\": \"Lewis\"}\n",
+        None,
+    );
+    let (status, body) = http_with(
+        server.address,
+        "POST",
+        "/v1/collections/plan/events",
+        &[],
+        Some((
+            "application/x-ndjson",
+            b"{\"plan_id\": \"9\"}\n{\"plan_id\": 17}\n",
+        )),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        answer["rejected"], 1,
+        "an integer plan_id is refused: {answer}"
+    );
+    setup.sluice(&["snapshot", "doctor"], &[]).ok();
+    setup.sluice(&["snapshot", "plan"], &[]).ok();
+    server.stop(&setup.log);
+    let script = r#"
+import duckdb, sys
+for collection in ("doctor", "plan"):
+    rows = duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{sys.argv[1]}/{collection}/*/*.parquet')").fetchall()
+    print(collection, dict((row[0], row[1]) for row in rows)[sys.argv[2] if collection == "doctor" else sys.argv[3]])
+print(duckdb.sql(f"SELECT sum(doctor_id) FROM read_parquet('{sys.argv[1]}/doctor/*/*.parquet') WHERE doctor_id > 10").fetchall()[0][0])
+"#;
+    let snapshots = setup.data.join("snapshots/snapshots");
+    let output = Command::new(python)
+        .args(["-c", script])
+        .arg(&snapshots)
+        .args(["doctor_id", "plan_id"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(out, "doctor BIGINT\nplan VARCHAR\n17\n");
+}

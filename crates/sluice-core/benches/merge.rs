@@ -25,6 +25,7 @@ fn spec() -> CollectionSpec {
     CollectionSpec {
         name: "events".into(),
         key: vec![Pointer::parse("/id").unwrap()],
+        key_types: Vec::new(),
         version: Some(Pointer::parse("/version").unwrap()),
         ordering: Ordering::Field,
     }

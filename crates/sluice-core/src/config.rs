@@ -7,7 +7,7 @@ mod snapshots;
 pub use nats::{InboundConfig, NatsConfig, OutboundConfig, OutboundStart};
 pub use snapshots::{ColumnType, SnapshotsConfig};
 
-use crate::pointer::{Pointer, PointerError};
+use crate::pointer::Pointer;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -42,9 +42,14 @@ pub struct Config {
     /// The NATS JetStream connector (`sluice-nats`); off when absent.
     #[serde(default)]
     pub nats: Option<NatsConfig>,
-    /// Archive, Parquet snapshots and SQL (`sluice-snapshot`); off when absent.
-    #[serde(default)]
+    /// Archive, Parquet snapshots and SQL (`sluice-snapshot`): on by default, with a
+    /// local store under the data directory; `None` once `enabled = false`.
+    #[serde(default = "snapshots_on")]
     pub snapshots: Option<SnapshotsConfig>,
+}
+
+fn snapshots_on() -> Option<SnapshotsConfig> {
+    Some(SnapshotsConfig::default())
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -216,12 +221,34 @@ pub enum Ordering {
     Document,
 }
 
+/// The declared type of a key field.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    Integer,
+    String,
+}
+
+impl KeyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Integer => "integer",
+            KeyType::String => "string",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectionConfig {
     pub name: String,
     /// JSON pointers to the key fields; values must be strings or integers.
     pub key: Vec<String>,
+    /// One type per key field (`["integer"]`, `["string"]`): an event whose key field has
+    /// another type is rejected, and snapshots type the column so. Without it, snapshots
+    /// make a key column an integer column when all its values are integers.
+    #[serde(default)]
+    pub key_types: Option<Vec<KeyType>>,
     /// JSON pointer to the version (integer or RFC 3339 time). Without it, arrival order
     /// is the version.
     #[serde(default)]
@@ -238,11 +265,6 @@ pub struct CollectionConfig {
 pub enum ConfigError {
     #[error("{0}")]
     Toml(#[from] toml::de::Error),
-    #[error("collection {collection:?}: {source}")]
-    Pointer {
-        collection: String,
-        source: PointerError,
-    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -250,41 +272,82 @@ pub enum ConfigError {
 impl Config {
     /// Parses and validates a config file's text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text)?;
+        let mut config: Config = toml::from_str(text)?;
         config.validate()?;
+        if config
+            .snapshots
+            .as_ref()
+            .is_some_and(|snapshots| !snapshots.enabled)
+        {
+            config.snapshots = None;
+        }
         Ok(config)
     }
 
+    /// The first problem of [`Config::problems`], as an error.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        match self.problems().into_iter().next() {
+            Some(problem) => Err(ConfigError::Invalid(problem.message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem of a config that parsed, each with where it is (`sluice validate`
+    /// turns that into a line).
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |at: String, message: String| problems.push(Problem { at, message });
         let engine = &self.engine;
         if engine.partitions == 0 || engine.partitions > PARTITIONS_MAX {
-            return invalid(format!("engine.partitions must be 1..={PARTITIONS_MAX}"));
+            problem(
+                "engine.partitions".into(),
+                format!("engine.partitions must be 1..={PARTITIONS_MAX}"),
+            );
         }
-        if engine.batch_events_max == 0 || engine.queue_submissions_max == 0 {
-            return invalid("engine.batch_events_max and queue_submissions_max must be > 0".into());
+        if engine.batch_events_max == 0 {
+            problem(
+                "engine.batch_events_max".into(),
+                "engine.batch_events_max must be > 0".into(),
+            );
+        }
+        if engine.queue_submissions_max == 0 {
+            problem(
+                "engine.queue_submissions_max".into(),
+                "engine.queue_submissions_max must be > 0".into(),
+            );
         }
         let limits = &self.limits;
         if limits.event_bytes_max == 0 || limits.request_bytes_max < limits.event_bytes_max {
-            return invalid(
+            problem(
+                "limits.request_bytes_max".into(),
                 "limits.request_bytes_max must be >= limits.event_bytes_max > 0".into(),
             );
         }
         let mut names = HashSet::new();
-        for collection in &self.collections {
-            collection.validate()?;
+        for (index, collection) in self.collections.iter().enumerate() {
+            let at = format!("collections[{index}]");
+            for (field, message) in collection.problems() {
+                problem(format!("{at}.{field}"), message);
+            }
             if !names.insert(collection.name.as_str()) {
-                return invalid(format!("collection {:?} is defined twice", collection.name));
+                problem(
+                    format!("{at}.name"),
+                    format!("collection {:?} is defined twice", collection.name),
+                );
             }
         }
-        if let Some(snapshots) = &self.snapshots {
-            snapshots.validate().map_err(ConfigError::Invalid)?;
+        if let Some(snapshots) = &self.snapshots
+            && let Err(message) = snapshots.validate()
+        {
+            problem("snapshots".into(), message);
         }
         if let Some(nats) = &self.nats {
             let names: Vec<&str> = names.into_iter().collect();
-            nats.validate(&names).map_err(ConfigError::Invalid)?;
+            if let Err(message) = nats.validate(&names) {
+                problem("nats".into(), message);
+            }
         }
-        Ok(())
+        problems
     }
 
     pub fn collection(&self, name: &str) -> Option<&CollectionConfig> {
@@ -295,7 +358,9 @@ impl Config {
 }
 
 impl CollectionConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Every problem of this collection, by field.
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
         let valid_name = !self.name.is_empty()
             && self.name.len() <= 64
             && self
@@ -303,16 +368,35 @@ impl CollectionConfig {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !valid_name {
-            return Err(ConfigError::Invalid(format!(
-                "collection name {:?} must be 1 to 64 characters of a-z, A-Z, 0-9, '_' or '-'",
-                self.name
-            )));
+            problems.push((
+                "name",
+                format!(
+                    "collection name {:?} must be 1 to 64 characters of a-z, A-Z, 0-9, '_' or '-'",
+                    self.name
+                ),
+            ));
         }
         if self.key.is_empty() || self.key.len() > KEY_FIELDS_MAX {
-            return Err(ConfigError::Invalid(format!(
-                "collection {:?}: key needs 1 to {KEY_FIELDS_MAX} JSON pointers",
-                self.name
-            )));
+            problems.push((
+                "key",
+                format!(
+                    "collection {:?}: key needs 1 to {KEY_FIELDS_MAX} JSON pointers",
+                    self.name
+                ),
+            ));
+        }
+        if let Some(types) = &self.key_types
+            && types.len() != self.key.len()
+        {
+            problems.push((
+                "key_types",
+                format!(
+                    "collection {:?}: key_types has {} type(s) for {} key field(s)",
+                    self.name,
+                    types.len(),
+                    self.key.len()
+                ),
+            ));
         }
         for name in self.columns.keys() {
             let valid = !name.is_empty()
@@ -320,31 +404,85 @@ impl CollectionConfig {
                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 && !RESERVED_COLUMNS.contains(&name.as_str());
             if !valid {
-                return Err(ConfigError::Invalid(format!(
-                    "collection {:?}: column {name:?} must be 1 to 64 characters of a-z, A-Z, 0-9 or '_', and not one of {RESERVED_COLUMNS:?}",
-                    self.name
-                )));
+                problems.push((
+                    "columns",
+                    format!(
+                        "collection {:?}: column {name:?} must be 1 to 64 characters of a-z, A-Z, 0-9 or '_', and not one of {RESERVED_COLUMNS:?}",
+                        self.name
+                    ),
+                ));
             }
         }
-        for text in self.key.iter().chain(self.version.iter()) {
-            let pointer = Pointer::parse(text).map_err(|source| ConfigError::Pointer {
-                collection: self.name.clone(),
-                source,
-            })?;
-            if pointer.tokens().is_empty() {
-                return Err(ConfigError::Invalid(format!(
-                    "collection {:?}: the root pointer \"\" cannot be a key or version",
-                    self.name
-                )));
+        let pointers = self
+            .key
+            .iter()
+            .map(|text| ("key", text))
+            .chain(self.version.iter().map(|text| ("version", text)));
+        for (field, text) in pointers {
+            match Pointer::parse(text) {
+                Err(error) => {
+                    problems.push((field, format!("collection {:?}: {error}", self.name)))
+                }
+                Ok(pointer) if pointer.tokens().is_empty() => problems.push((
+                    field,
+                    format!(
+                        "collection {:?}: the root pointer \"\" cannot be a key or version",
+                        self.name
+                    ),
+                )),
+                Ok(_) => {}
             }
         }
-        Ok(())
+        problems
     }
+}
+
+/// One problem of a config: where (a TOML path such as `collections[1].key`) and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub at: String,
+    pub message: String,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshots_are_on_by_default_and_off_when_disabled() {
+        let base = "[[collections]]\nname = \"doctor\"\nkey = [\"/doctor_id\"]\n";
+        let config = Config::from_toml(base).unwrap();
+        assert_eq!(
+            config.snapshots.map(|snapshots| snapshots.store),
+            Some("snapshots".to_owned())
+        );
+        let off = Config::from_toml(&format!("{base}[snapshots]\nenabled = false\n")).unwrap();
+        assert!(off.snapshots.is_none());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_where_it_is() {
+        let config: Config = toml::from_str(
+            "[engine]\npartitions = 0\n[[collections]]\nname = \"a b\"\nkey = []\n[[collections]]\nname = \"a b\"\nkey = [\"/id\"]\n",
+        )
+        .unwrap();
+        let at: Vec<String> = config
+            .problems()
+            .into_iter()
+            .map(|problem| problem.at)
+            .collect();
+        assert_eq!(
+            at,
+            [
+                "engine.partitions",
+                "collections[0].name",
+                "collections[0].key",
+                "collections[1].name",
+                "collections[1].name",
+            ]
+        );
+        assert!(config.validate().is_err());
+    }
 
     #[test]
     fn parses_the_issue_example() {

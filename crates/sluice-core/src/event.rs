@@ -2,7 +2,7 @@
 //! version. Every failure is an [`EventError`] whose message says what to fix.
 
 use crate::cloudevent::{self, CloudEventError};
-use crate::config::{CollectionConfig, Ordering};
+use crate::config::{CollectionConfig, KeyType, Ordering};
 use crate::key::{Key, KeyError, KeyPart};
 use crate::pointer::Pointer;
 use crate::version::{Version, VersionError};
@@ -13,6 +13,8 @@ use serde_json::{Map, Value};
 pub struct CollectionSpec {
     pub name: String,
     pub key: Vec<Pointer>,
+    /// Declared types of the key fields (`key_types`): empty when not declared.
+    pub key_types: Vec<KeyType>,
     pub version: Option<Pointer>,
     pub ordering: Ordering,
 }
@@ -27,6 +29,7 @@ impl CollectionSpec {
                 .iter()
                 .map(|text| Pointer::parse(text))
                 .collect::<Result<_, _>>()?,
+            key_types: config.key_types.clone().unwrap_or_default(),
             version: config.version.as_deref().map(Pointer::parse).transpose()?,
             ordering: config.ordering,
         })
@@ -35,11 +38,28 @@ impl CollectionSpec {
     /// The key of a stored document, read back from its own key fields.
     pub fn key_of(&self, doc: &Map<String, Value>) -> Result<Key, KeyError> {
         let mut parts = Vec::with_capacity(self.key.len());
-        for pointer in &self.key {
+        for (index, pointer) in self.key.iter().enumerate() {
             let value = pointer.get_in(doc).ok_or_else(|| KeyError::Missing {
                 pointer: pointer.to_string(),
             })?;
-            parts.push(KeyPart::from_json(value, pointer.as_str())?);
+            let part = KeyPart::from_json(value, pointer.as_str())?;
+            let declared = self.key_types.get(index).copied();
+            let found = match (&part, declared) {
+                (KeyPart::Str(_), Some(KeyType::Integer)) => Some("a string"),
+                (KeyPart::Int(_), Some(KeyType::String)) => Some("an integer"),
+                _ => None,
+            };
+            if let (Some(found), Some(expected)) = (found, declared) {
+                return Err(KeyError::WrongType {
+                    pointer: pointer.to_string(),
+                    expected: match expected {
+                        KeyType::Integer => "an integer",
+                        KeyType::String => "a string",
+                    },
+                    found,
+                });
+            }
+            parts.push(part);
         }
         Ok(Key::new(parts))
     }
@@ -249,6 +269,7 @@ mod tests {
         CollectionSpec {
             name: "doctor".into(),
             key: vec![Pointer::parse("/doctor_id").unwrap()],
+            key_types: Vec::new(),
             version: version.map(|text| Pointer::parse(text).unwrap()),
             ordering: Ordering::Field,
         }
@@ -266,6 +287,25 @@ mod tests {
             }
             (result, expected) => panic!("{raw}: got {result:?}, expected {expected:?}"),
         }
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_declared_type_is_rejected_with_the_reason() {
+        let mut typed = spec(None);
+        typed.key_types = vec![KeyType::Integer];
+        assert!(parse(&typed, br#"{"doctor_id": 17}"#, LIMITS).is_ok());
+        let wrong = parse(&typed, br#"{"doctor_id": "17"}"#, LIMITS)
+            .map(|_| ())
+            .map_err(|error| error.to_string());
+        assert!(
+            wrong.as_ref().is_err_and(|message| message.contains(
+                "key field /doctor_id must be an integer (the collection's key_types), got a string"
+            )),
+            "{wrong:?}"
+        );
+        typed.key_types = vec![KeyType::String];
+        assert!(parse(&typed, br#"{"doctor_id": "a17"}"#, LIMITS).is_ok());
+        assert!(parse(&typed, br#"{"doctor_id": 17}"#, LIMITS).is_err());
     }
 
     #[test]

@@ -26,6 +26,12 @@ pub enum KeyError {
         pointer: String,
         found: &'static str,
     },
+    #[error("key field {pointer} must be {expected} (the collection's key_types), got {found}")]
+    WrongType {
+        pointer: String,
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error("key field {pointer} is an empty string")]
     Empty { pointer: String },
     #[error("expected {expected} key segment(s), got {got}")]

@@ -16,7 +16,7 @@ pub mod pointer;
 pub mod version;
 
 pub use change::{ChangeOp, ChangeRecord};
-pub use config::{CollectionConfig, Config, ConfigError, Ordering};
+pub use config::{CollectionConfig, Config, ConfigError, KeyType, Ordering};
 pub use cursor::{Cursor, CursorError};
 pub use event::{Event, EventError, Limits as EventLimits};
 pub use key::Key;

@@ -216,6 +216,7 @@ mod tests {
         CollectionSpec {
             name: "doctor".into(),
             key: vec![Pointer::parse("/id").unwrap()],
+            key_types: Vec::new(),
             version: None,
             ordering: Ordering::Field,
         }

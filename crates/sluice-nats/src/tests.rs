@@ -14,6 +14,7 @@ fn spec(version: Option<&str>) -> CollectionSpec {
     CollectionSpec {
         name: "doctor".into(),
         key: vec![Pointer::parse("/id").unwrap()],
+        key_types: Vec::new(),
         version: version.map(|text| Pointer::parse(text).unwrap()),
         ordering: sluice_core::Ordering::Field,
     }

@@ -14,9 +14,7 @@ use crate::layout::{ChangeRow, Layout};
 use crate::objects::{Objects, ROW_GROUP_BYTES_MAX};
 use crate::{Backoff, SnapshotError};
 use datafusion::parquet::arrow::AsyncArrowWriter;
-use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::KeyValue;
-use datafusion::parquet::file::properties::WriterProperties;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use sluice_core::Cursor;
@@ -222,11 +220,12 @@ impl Archiver {
         let mut builders: Vec<_> = self.layouts.iter().map(Layout::builder).collect();
         let mut previous = open.end.clone();
         for record in &page.records {
-            let (partition, offset, cursor) = position(&self.engine, &previous, record)?;
-            previous = cursor;
+            // One parse per record: its position comes from the cursor it carries.
             let row: ChangeRow<'_> = serde_json::from_slice(record).map_err(|error| {
                 SnapshotError::Internal(format!("a change record did not parse: {error}"))
             })?;
+            let (partition, offset, cursor) = position(&self.engine, &previous, &row.cursor)?;
+            previous = cursor;
             if let Some(builder) = self
                 .layouts
                 .iter()
@@ -320,8 +319,7 @@ impl Archiver {
 impl SegmentWriter {
     fn create(objects: &Objects, layout: &Layout, start: &str) -> Result<Self, SnapshotError> {
         let path = objects.segment_path(&layout.collection, start);
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
+        let properties = crate::objects::writer_properties()
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 START_KEY.to_owned(),
                 start.to_owned(),
@@ -403,21 +401,14 @@ pub fn covers(position: &Cursor, target: &Cursor) -> bool {
         .all(|(position, target)| position >= target)
 }
 
-/// The partition and offset of the record after `previous`, and its cursor.
+/// The partition and offset of the record after `previous` (whose cursor is `text`), and
+/// its cursor.
 fn position(
     engine: &Engine,
     previous: &Cursor,
-    record: &[u8],
+    text: &str,
 ) -> Result<(u16, u64, Cursor), SnapshotError> {
-    #[derive(serde::Deserialize)]
-    struct Head<'a> {
-        #[serde(borrow)]
-        cursor: std::borrow::Cow<'a, str>,
-    }
-    let head: Head<'_> = serde_json::from_slice(record).map_err(|error| {
-        SnapshotError::Internal(format!("a change record did not parse: {error}"))
-    })?;
-    let cursor = engine.parse_cursor(&head.cursor)?;
+    let cursor = engine.parse_cursor(text)?;
     let (partition, offset) = previous.record_position(&cursor).ok_or_else(|| {
         SnapshotError::Internal(format!("record {cursor} does not follow {previous}"))
     })?;

@@ -12,9 +12,7 @@ use crate::objects::{
 };
 use crate::{SnapshotError, checksum_rows, datafusion_error, session};
 use datafusion::parquet::arrow::AsyncArrowWriter;
-use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
-use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use futures_util::StreamExt;
 use object_store::ObjectStoreExt;
@@ -70,16 +68,29 @@ pub async fn compact(
         Some(previous) => previous.id.parse::<u64>().unwrap_or(0) + 1,
         None => 1,
     });
-    let columns: Vec<String> = layout
-        .schema
-        .fields()
-        .iter()
-        .map(|field| format!("\"{}\"", field.name()))
-        .collect();
     let rows = if inputs.is_empty() {
         None
     } else {
-        Some(newest_rows(&ctx, layout, inputs, &columns.join(", ")).await?)
+        register_changes(&ctx, layout, inputs).await?;
+        let integers = integer_key_columns(&ctx, layout).await?;
+        let columns: Vec<String> = layout
+            .schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let name = field.name();
+                if integers.contains(name) {
+                    format!("CAST(\"{name}\" AS BIGINT) AS \"{name}\"")
+                } else {
+                    format!("\"{name}\"")
+                }
+            })
+            .collect();
+        Some(newest_registered_rows(&ctx, &columns.join(", ")).await?)
+    };
+    let schema = match &rows {
+        Some(frame) => Arc::new(frame.schema().as_arrow().clone()),
+        None => Arc::clone(&layout.schema),
     };
     // Leftovers of an attempt that died before its manifest: this id was never visible.
     let directory = objects.snapshot_dir(collection, &id);
@@ -101,7 +112,7 @@ pub async fn compact(
             writers.push(tokio::spawn(write_files(
                 objects.clone(),
                 directory.clone(),
-                Arc::clone(&layout.schema),
+                Arc::clone(&schema),
                 index,
                 stream,
             )));
@@ -125,8 +136,7 @@ pub async fn compact(
         rows: total_rows,
         checksum: format!("{checksum:016x}"),
         files,
-        schema: layout
-            .schema
+        schema: schema
             .fields()
             .iter()
             .map(|field| (field.name().clone(), field.data_type().to_string()))
@@ -186,6 +196,17 @@ pub(crate) async fn newest_rows(
     inputs: Vec<String>,
     columns: &str,
 ) -> Result<DataFrame, SnapshotError> {
+    register_changes(ctx, layout, inputs).await?;
+    newest_registered_rows(ctx, columns).await
+}
+
+/// Registers `inputs` as the table `changes`, read with the segments' schema (a previous
+/// snapshot's integer key columns are read back as text, like the segments have them).
+async fn register_changes(
+    ctx: &SessionContext,
+    layout: &Layout,
+    inputs: Vec<String>,
+) -> Result<(), SnapshotError> {
     let options = ParquetReadOptions::default().schema(&layout.schema);
     let frame = ctx
         .read_parquet(inputs, options)
@@ -193,6 +214,63 @@ pub(crate) async fn newest_rows(
         .map_err(datafusion_error)?;
     ctx.register_table("changes", frame.into_view())
         .map_err(datafusion_error)?;
+    Ok(())
+}
+
+/// The untyped key columns of `changes` whose every value is an integer in canonical
+/// form (`17`, not `017` or `17.0`: key identity is textual, so those are other keys).
+async fn integer_key_columns(
+    ctx: &SessionContext,
+    layout: &Layout,
+) -> Result<Vec<String>, SnapshotError> {
+    let untyped = layout.untyped_key_columns();
+    if untyped.is_empty() {
+        return Ok(Vec::new());
+    }
+    let checks: Vec<String> = untyped
+        .iter()
+        .map(|name| {
+            format!(
+                "sum(CASE WHEN \"{name}\" IS NULL THEN 0 \
+                   WHEN CAST(try_cast(\"{name}\" AS BIGINT) AS VARCHAR) = \"{name}\" THEN 0 \
+                   ELSE 1 END) AS \"{name}\""
+            )
+        })
+        .collect();
+    let sql = format!("SELECT {} FROM changes", checks.join(", "));
+    let batches = ctx
+        .sql(&sql)
+        .await
+        .map_err(datafusion_error)?
+        .collect()
+        .await
+        .map_err(datafusion_error)?;
+    let mut integers = Vec::new();
+    let Some(batch) = batches.first() else {
+        return Ok(integers);
+    };
+    for (index, name) in untyped.iter().enumerate() {
+        let not_integers = batch
+            .column(index)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .filter(|values| {
+                !values.is_empty() && datafusion::arrow::array::Array::is_valid(*values, 0)
+            })
+            .map(|values| values.value(0));
+        // No rows at all (every value null) keeps the column text.
+        if not_integers == Some(0) {
+            integers.push((*name).to_owned());
+        }
+    }
+    Ok(integers)
+}
+
+/// [`newest_rows`] of the registered `changes`.
+async fn newest_registered_rows(
+    ctx: &SessionContext,
+    columns: &str,
+) -> Result<DataFrame, SnapshotError> {
     // The winners are found from `(key, offset)` alone: a hash aggregate keeps one entry
     // per key (memory grows with keys, not rows), and a hash join built on it picks the
     // winning rows while the wide rows stream past (`newest` is the join's left side,
@@ -240,9 +318,7 @@ async fn write_files(
             None => {
                 let name = format!("part-{partition:03}-{:05}.parquet", files.len());
                 let path = directory.clone().join(name.as_str());
-                let properties = WriterProperties::builder()
-                    .set_compression(Compression::SNAPPY)
-                    .build();
+                let properties = crate::objects::writer_properties().build();
                 let sink = objects.upload(path.clone());
                 let created =
                     AsyncArrowWriter::try_new(sink, Arc::clone(&schema), Some(properties))

@@ -1,8 +1,9 @@
 //! The columns of a collection's segments and snapshots, and change records to Arrow.
 //!
 //! Every row has `key` (the key as JSON text: a scalar, or an array for composite keys),
-//! one text column per key field (named after the pointer's last token; key identity is
-//! textual in Sluice, so `17` and `"17"` are one document), `version` (the integer
+//! one column per key field (named after the pointer's last token): an integer column
+//! when the collection declares `key_types = ["integer"]`, else text in segments, and in
+//! snapshots an integer column when every value is an integer (compaction checks), `version` (the integer
 //! version, or nanoseconds since the epoch for RFC 3339 versions), `doc` (the document's
 //! JSON; null for a delete), `op` (`upsert` or `delete`; snapshots hold upserts only),
 //! `partition` and `offset` (the change record's position: the newest per key wins a
@@ -16,14 +17,14 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde_json::Value;
 use sluice_core::config::{ColumnType, RESERVED_COLUMNS};
-use sluice_core::{CollectionConfig, Pointer, Version};
+use sluice_core::{CollectionConfig, KeyType, Pointer, Version};
 use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub collection: String,
-    /// (column name, pointer into the document)
-    key_columns: Vec<(String, Pointer)>,
+    /// (column name, pointer into the document, declared type)
+    key_columns: Vec<(String, Pointer, Option<KeyType>)>,
     extra_columns: Vec<(String, ColumnType)>,
     pub schema: SchemaRef,
 }
@@ -31,7 +32,8 @@ pub struct Layout {
 impl Layout {
     pub fn new(config: &CollectionConfig) -> Result<Self, SnapshotError> {
         let mut key_columns = Vec::new();
-        for text in &config.key {
+        let declared = config.key_types.clone().unwrap_or_default();
+        for (index, text) in config.key.iter().enumerate() {
             let pointer =
                 Pointer::parse(text).map_err(|error| SnapshotError::Config(error.to_string()))?;
             let token = pointer.tokens().last().cloned().unwrap_or_default();
@@ -42,7 +44,7 @@ impl Layout {
             if RESERVED_COLUMNS.contains(&name.as_str()) || name.is_empty() {
                 name = format!("key_{name}");
             }
-            key_columns.push((name, pointer));
+            key_columns.push((name, pointer, declared.get(index).copied()));
         }
         let extra_columns: Vec<(String, ColumnType)> = config
             .columns
@@ -50,8 +52,12 @@ impl Layout {
             .map(|(name, kind)| (name.clone(), *kind))
             .collect();
         let mut fields = vec![Field::new("key", DataType::Utf8, false)];
-        for (name, _) in &key_columns {
-            fields.push(Field::new(name, DataType::Utf8, true));
+        for (name, _, declared) in &key_columns {
+            let kind = match declared {
+                Some(KeyType::Integer) => DataType::Int64,
+                Some(KeyType::String) | None => DataType::Utf8,
+            };
+            fields.push(Field::new(name, kind, true));
         }
         fields.extend([
             Field::new("version", DataType::Int64, true),
@@ -62,7 +68,7 @@ impl Layout {
             Field::new("ts_ms", DataType::Int64, false),
         ]);
         for (name, kind) in &extra_columns {
-            if key_columns.iter().any(|(key, _)| key == name) {
+            if key_columns.iter().any(|(key, _, _)| key == name) {
                 return Err(SnapshotError::Config(format!(
                     "collection {:?}: column {name:?} is also a key column",
                     config.name
@@ -78,6 +84,46 @@ impl Layout {
         })
     }
 
+    /// Key columns without a declared type: text in segments, and an integer column in
+    /// a snapshot when all their values are integers.
+    pub fn untyped_key_columns(&self) -> Vec<&str> {
+        self.key_columns
+            .iter()
+            .filter(|(_, _, declared)| declared.is_none())
+            .map(|(name, _, _)| name.as_str())
+            .collect()
+    }
+
+    /// The schema of a snapshot whose untyped key columns `integers` hold integers.
+    pub fn snapshot_schema(&self, integers: &[String]) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|field| {
+                if integers.iter().any(|name| name == field.name()) {
+                    Field::new(field.name(), DataType::Int64, field.is_nullable())
+                } else {
+                    field.as_ref().clone()
+                }
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The snapshot schema a manifest describes (its untyped key columns that it says
+    /// are `Int64`).
+    pub fn schema_of(&self, manifest: &crate::objects::Manifest) -> SchemaRef {
+        let untyped = self.untyped_key_columns();
+        let integers: Vec<String> = manifest
+            .schema
+            .iter()
+            .filter(|(name, kind)| kind == "Int64" && untyped.contains(&name.as_str()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.snapshot_schema(&integers)
+    }
+
     pub fn builder(&self) -> RowsBuilder<'_> {
         RowsBuilder {
             layout: self,
@@ -85,7 +131,10 @@ impl Layout {
             key_parts: self
                 .key_columns
                 .iter()
-                .map(|_| StringBuilder::new())
+                .map(|(_, _, declared)| match declared {
+                    Some(KeyType::Integer) => KeyBuilder::Integer(Int64Builder::new()),
+                    _ => KeyBuilder::Text(StringBuilder::new()),
+                })
                 .collect(),
             version: Int64Builder::new(),
             doc: StringBuilder::new(),
@@ -111,6 +160,11 @@ fn arrow_type(kind: ColumnType) -> DataType {
         ColumnType::Double => DataType::Float64,
         ColumnType::Boolean => DataType::Boolean,
     }
+}
+
+enum KeyBuilder {
+    Text(StringBuilder),
+    Integer(Int64Builder),
 }
 
 enum ExtraBuilder {
@@ -158,6 +212,8 @@ impl ExtraBuilder {
 /// One change record, as the archiver reads it from the change log.
 #[derive(serde::Deserialize)]
 pub struct ChangeRow<'a> {
+    #[serde(borrow)]
+    pub cursor: std::borrow::Cow<'a, str>,
     pub collection: &'a str,
     pub key: Value,
     pub op: &'a str,
@@ -170,7 +226,7 @@ pub struct ChangeRow<'a> {
 pub struct RowsBuilder<'a> {
     layout: &'a Layout,
     key: StringBuilder,
-    key_parts: Vec<StringBuilder>,
+    key_parts: Vec<KeyBuilder>,
     version: Int64Builder,
     doc: StringBuilder,
     op: StringBuilder,
@@ -198,9 +254,12 @@ impl RowsBuilder<'_> {
             single => vec![single],
         };
         for (builder, part) in self.key_parts.iter_mut().zip(parts) {
-            match part {
-                Value::String(text) => builder.append_value(text),
-                other => builder.append_value(other.to_string()),
+            match (builder, part) {
+                (KeyBuilder::Text(builder), Value::String(text)) => builder.append_value(text),
+                (KeyBuilder::Text(builder), other) => builder.append_value(other.to_string()),
+                // Events are checked against `key_types`; a record written before the
+                // type was declared is null here (its `key` column still has it).
+                (KeyBuilder::Integer(builder), part) => builder.append_option(part.as_i64()),
             }
         }
         let version = match &row.version {
@@ -246,7 +305,10 @@ impl RowsBuilder<'_> {
     pub fn finish(mut self) -> Result<RecordBatch, SnapshotError> {
         let mut columns: Vec<ArrayRef> = vec![Arc::new(self.key.finish())];
         for builder in &mut self.key_parts {
-            columns.push(Arc::new(builder.finish()));
+            columns.push(match builder {
+                KeyBuilder::Text(builder) => Arc::new(builder.finish()) as ArrayRef,
+                KeyBuilder::Integer(builder) => Arc::new(builder.finish()),
+            });
         }
         columns.push(Arc::new(self.version.finish()));
         columns.push(Arc::new(self.doc.finish()));

@@ -59,7 +59,7 @@ pub enum SnapshotError {
     NotEmpty(String),
     #[error("restore verification failed: {0}")]
     Verify(String),
-    #[error("snapshots are not configured: add a [snapshots] section to sluice.toml")]
+    #[error("snapshots are off (`[snapshots] enabled = false` in sluice.toml)")]
     NotConfigured,
     #[error("invalid config: {0}")]
     Config(String),

@@ -80,8 +80,12 @@ pub async fn query(
             ctx.register_table(layout.collection.as_str(), Arc::new(empty))
                 .map_err(datafusion_error)?;
         } else {
+            let schema = manifest.as_ref().map_or_else(
+                || Arc::clone(&layout.schema),
+                |manifest| layout.schema_of(manifest),
+            );
             let frame = ctx
-                .read_parquet(files, ParquetReadOptions::default().schema(&layout.schema))
+                .read_parquet(files, ParquetReadOptions::default().schema(&schema))
                 .await
                 .map_err(datafusion_error)?;
             ctx.register_table(layout.collection.as_str(), frame.into_view())

@@ -26,6 +26,10 @@ columns = {{ specialty = "string", rating = "double", active = "boolean", visits
 [[collections]]
 name = "slot"
 key = ["/doctor_id", "/at"]
+[[collections]]
+name = "plan"
+key = ["/plan_id"]
+key_types = ["string"]
 "#,
         store.display()
     ))
@@ -135,8 +139,8 @@ async fn snapshot_holds_the_live_documents_and_answers_sql() {
     assert_eq!(
         rows,
         json!([
-            {"doctor_id": "1", "specialty": "cardiology", "rating": 4.8, "active": true, "visits": 3, "version": 2},
-            {"doctor_id": "2", "specialty": "neurology", "rating": 3.0, "version": 2}
+            {"doctor_id": 1, "specialty": "cardiology", "rating": 4.8, "active": true, "visits": 3, "version": 2},
+            {"doctor_id": 2, "specialty": "neurology", "rating": 3.0, "version": 2}
         ])
     );
     let counts = sql(
@@ -373,6 +377,93 @@ async fn a_token_limited_to_some_collections_plans_only_over_them() {
     assert_eq!(
         sql(&f.snapshots, "SELECT count(*) AS n FROM doctor").await,
         json!([{"n": 1}])
+    );
+}
+
+/// The Arrow type of `column` in the Parquet files of `collection`'s latest snapshot, as
+/// any other reader (DuckDB, Spark) sees it.
+async fn file_column_type(f: &Fixture, collection: &str, column: &str) -> String {
+    let manifest = f.snapshots.latest(collection).await.unwrap().unwrap();
+    let file = &manifest.files[0];
+    let path = f
+        .store
+        .join("snapshots")
+        .join(collection)
+        .join(&manifest.id)
+        .join(&file.name);
+    let builder =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&path).unwrap(),
+        )
+        .unwrap();
+    builder
+        .schema()
+        .field_with_name(column)
+        .unwrap()
+        .data_type()
+        .to_string()
+}
+
+#[tokio::test]
+async fn key_columns_are_integers_when_every_key_is_one_or_when_declared() {
+    let f = fixture();
+    post(
+        &f.engine,
+        "doctor",
+        "{\"doctor_id\": 1, \"v\": 1}\n{\"doctor_id\": 2, \"v\": 1}\n",
+    )
+    .await;
+    post(&f.engine, "slot", "{\"doctor_id\": 2, \"at\": \"09:00\"}\n").await;
+    post(&f.engine, "plan", "{\"plan_id\": \"17\"}\n").await;
+    for collection in ["doctor", "slot", "plan"] {
+        f.snapshots.snapshot_now(collection, &|_| {}).await.unwrap();
+    }
+    assert_eq!(file_column_type(&f, "doctor", "doctor_id").await, "Int64");
+    assert_eq!(file_column_type(&f, "slot", "doctor_id").await, "Int64");
+    assert_eq!(file_column_type(&f, "slot", "at").await, "Utf8");
+    // Declared text stays text, whatever the values look like.
+    assert_eq!(file_column_type(&f, "plan", "plan_id").await, "Utf8");
+    // Integer comparisons and arithmetic need no cast.
+    assert_eq!(
+        sql(
+            &f.snapshots,
+            "SELECT doctor_id + 1 AS n FROM doctor WHERE doctor_id = 2"
+        )
+        .await,
+        json!([{"n": 3}])
+    );
+    // A text key arrives: the next snapshot's column is text again, the integer
+    // snapshot it merges with is read back as text.
+    post(&f.engine, "doctor", "{\"doctor_id\": \"x7\", \"v\": 1}\n").await;
+    let manifest = f.snapshots.snapshot_now("doctor", &|_| {}).await.unwrap();
+    assert_eq!(manifest.rows, 3);
+    assert_eq!(file_column_type(&f, "doctor", "doctor_id").await, "Utf8");
+    assert_eq!(
+        sql(
+            &f.snapshots,
+            "SELECT doctor_id FROM doctor ORDER BY doctor_id"
+        )
+        .await,
+        json!([{"doctor_id": "1"}, {"doctor_id": "2"}, {"doctor_id": "x7"}])
+    );
+}
+
+#[tokio::test]
+async fn a_key_of_the_wrong_declared_type_is_rejected() {
+    let f = fixture();
+    let inputs = f
+        .engine
+        .parse_body("plan", b"{\"plan_id\": 17}\n", BodyFormat::Ndjson)
+        .unwrap()
+        .unwrap();
+    let results = f.engine.submit("plan", inputs).await.unwrap();
+    let result = serde_json::to_value(&results).unwrap();
+    assert_eq!(result[0]["status"], "rejected", "{result}");
+    assert!(
+        result[0]["error"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("must be a string")),
+        "{result}"
     );
 }
 
@@ -662,9 +753,9 @@ async fn a_segment_left_behind_by_a_stopped_compaction_does_not_duplicate_keys()
         )
         .await,
         json!([
-            {"doctor_id": "1", "version": 1},
-            {"doctor_id": "2", "version": 2},
-            {"doctor_id": "3", "version": 1}
+            {"doctor_id": 1, "version": 1},
+            {"doctor_id": 2, "version": 2},
+            {"doctor_id": 3, "version": 1}
         ])
     );
 }

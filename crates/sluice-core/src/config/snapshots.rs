@@ -6,6 +6,9 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotsConfig {
+    /// `false` turns archiving, snapshots and SQL off (they are on by default).
+    #[serde(default = "defaults::enabled")]
+    pub enabled: bool,
     /// Where segments and snapshots go: a directory (relative paths are relative to the
     /// data directory; default `snapshots` inside it) or `s3://bucket/prefix`.
     #[serde(default = "defaults::store")]
@@ -79,6 +82,9 @@ pub enum ColumnType {
 }
 
 mod defaults {
+    pub fn enabled() -> bool {
+        true
+    }
     pub fn store() -> String {
         "snapshots".into()
     }
@@ -126,6 +132,7 @@ mod defaults {
 impl Default for SnapshotsConfig {
     fn default() -> Self {
         Self {
+            enabled: defaults::enabled(),
             store: defaults::store(),
             s3_endpoint: None,
             s3_region: None,

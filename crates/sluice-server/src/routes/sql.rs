@@ -24,7 +24,7 @@ fn analytics(state: &AppState) -> Result<&Arc<dyn Analytics>, ApiError> {
     state.analytics.as_ref().ok_or_else(|| {
         ApiError::new(
             ErrorKind::SnapshotsNotConfigured,
-            "snapshots are not configured: add a [snapshots] section to sluice.toml",
+            "snapshots are off (`[snapshots] enabled = false` in sluice.toml)",
         )
     })
 }
