@@ -156,6 +156,11 @@ enum Command {
         /// Stop after this many changes.
         #[arg(long)]
         count: Option<u64>,
+        /// CPU priority (nice, 0 to 19): a viewer yields to the server it watches when
+        /// they share a busy host, falling behind and catching up rather than slowing
+        /// it. 0 keeps the shell's priority.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
+        nice: u8,
     },
     /// A live view of events per second, lags, queues and HTTP load.
     Top {
@@ -349,6 +354,7 @@ fn run(command: Command, server: &client::ServerArgs) -> Result<()> {
             after,
             json,
             count,
+            nice,
         } => watch::tap(
             &source,
             server,
@@ -357,6 +363,7 @@ fn run(command: Command, server: &client::ServerArgs) -> Result<()> {
                 after: &after,
                 json,
                 count,
+                nice,
             },
         ),
         Command::Top {

@@ -5,12 +5,16 @@ use crate::client::{ServerArgs, SourceArgs, Unreachable, server_only};
 use anyhow::{Context, Result};
 use reqwest::Method;
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// `tap` refuses a line longer than this (the server's records are far smaller).
 const TAP_LINE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// `tap` writes its output in pieces of about this size.
+const TAP_BUFFER_BYTES: usize = 64 * 1024;
 /// `top` refreshes at most this often.
 const TOP_INTERVAL_MS_MIN: u64 = 100;
 
@@ -73,51 +77,140 @@ pub fn status(source: &SourceArgs, server: &ServerArgs) -> Result<Health> {
 
 /// What `tap` prints of a change record: everything but the document.
 #[derive(serde::Deserialize)]
-struct TapHead {
-    cursor: String,
-    collection: String,
-    key: Box<serde_json::value::RawValue>,
-    op: String,
-    version: Option<Box<serde_json::value::RawValue>>,
+struct TapHead<'a> {
+    #[serde(borrow)]
+    cursor: Cow<'a, str>,
+    #[serde(borrow)]
+    collection: Cow<'a, str>,
+    #[serde(borrow)]
+    key: &'a RawValue,
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    #[serde(borrow)]
+    version: Option<&'a RawValue>,
 }
 
 #[derive(serde::Deserialize)]
-struct TapTail {
-    changed: Vec<String>,
+struct TapTail<'a> {
+    #[serde(borrow)]
+    changed: Vec<Cow<'a, str>>,
     ts_ms: u64,
 }
 
-/// The head and tail of a record without parsing its document (most of its bytes): a
-/// record is `{"cursor":…,"collection":…,"key":…,"op":…,"version":…,"doc":…,"changed":[…],"ts_ms":…}`,
-/// and `,"doc":` first appears after the version, `,"changed":[` last appears before the
-/// tail (inside JSON strings a quote is always escaped, so neither can occur there).
-/// Falls back to a full parse for any other shape.
-fn summary(data: &[u8]) -> Result<(TapHead, TapTail)> {
-    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-        haystack
-            .windows(needle.len())
-            .position(|window| window == needle)
+/// Prints change records as `tap` lines, reusing its buffers: a busy server sends tens
+/// of thousands of records a second, and `tap` runs next to it.
+#[derive(Default)]
+struct TapPrinter {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    /// The last second printed, formatted (`2026-12-03T08:00:00`).
+    second: Option<(u64, String)>,
+}
+
+impl TapPrinter {
+    /// Prints a line of the event stream if it is a record (`data:`); true when it was.
+    fn line(&mut self, out: &mut impl Write, line: &[u8], raw: bool) -> Result<bool> {
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return Ok(false);
+        };
+        let data = data.strip_prefix(b" ").unwrap_or(data);
+        self.print(out, data, raw)?;
+        Ok(true)
     }
-    fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-        haystack
-            .windows(needle.len())
-            .rposition(|window| window == needle)
+
+    fn print(&mut self, out: &mut impl Write, data: &[u8], raw: bool) -> Result<()> {
+        if raw {
+            out.write_all(data)?;
+            out.write_all(b"\n")?;
+            return Ok(());
+        }
+        let (head, tail) = summary(data, &mut self.head, &mut self.tail)?;
+        let seconds = tail.ts_ms / 1000;
+        let second = match &self.second {
+            Some((cached, text)) if *cached == seconds => text,
+            _ => &self.second.insert((seconds, format_second(seconds))).1,
+        };
+        write!(out, "{second}.{:03}Z ", tail.ts_ms % 1000)?;
+        out.write_all(head.collection.as_bytes())?;
+        out.write_all(b" ")?;
+        out.write_all(head.op.as_bytes())?;
+        out.write_all(b" ")?;
+        out.write_all(head.key.get().as_bytes())?;
+        out.write_all(b" v=")?;
+        out.write_all(head.version.map_or("null", RawValue::get).as_bytes())?;
+        out.write_all(b" changed=")?;
+        if tail.changed.is_empty() {
+            out.write_all(b"-")?;
+        }
+        for (index, path) in tail.changed.iter().enumerate() {
+            if index > 0 {
+                out.write_all(b",")?;
+            }
+            out.write_all(path.as_bytes())?;
+        }
+        out.write_all(b" cursor=")?;
+        out.write_all(head.cursor.as_bytes())?;
+        out.write_all(b"\n")?;
+        Ok(())
     }
-    let fast = find(data, b",\"doc\":")
-        .zip(rfind(data, b",\"changed\":["))
-        .and_then(|(doc, changed)| {
-            let head = std::str::from_utf8(data.get(..doc)?).ok()?;
-            let tail = std::str::from_utf8(data.get(changed + 1..)?).ok()?;
-            let head: TapHead = serde_json::from_str(&format!("{head}}}")).ok()?;
-            let tail: TapTail = serde_json::from_str(&format!("{{{tail}")).ok()?;
-            Some((head, tail))
-        });
-    if let Some((head, tail)) = fast {
-        return Ok((head, tail));
+}
+
+/// The head and tail of a record without parsing its document (most of its bytes; see
+/// `sluice_core::change::split_record`), built in the two scratch buffers. Falls back to
+/// a full parse for any other shape.
+fn summary<'a>(
+    data: &'a [u8],
+    head_scratch: &'a mut Vec<u8>,
+    tail_scratch: &'a mut Vec<u8>,
+) -> Result<(TapHead<'a>, TapTail<'a>)> {
+    if let Some(parts) = sluice_core::change::split_record(data) {
+        let head = serde_json::from_slice(parts.head_object(head_scratch));
+        let tail = serde_json::from_slice(parts.tail_object(tail_scratch));
+        if let (Ok(head), Ok(tail)) = (head, tail) {
+            return Ok((head, tail));
+        }
     }
-    let head: TapHead = serde_json::from_slice(data).context("a change record the server sent")?;
-    let tail: TapTail = serde_json::from_slice(data).context("a change record the server sent")?;
+    let head: TapHead<'a> =
+        serde_json::from_slice(data).context("a change record the server sent")?;
+    let tail: TapTail<'a> =
+        serde_json::from_slice(data).context("a change record the server sent")?;
     Ok((head, tail))
+}
+
+/// Lowers this process's CPU priority to `nice` (see `sluice tap --nice`); a failure
+/// only says so with `-v`.
+fn lower_priority(nice: u8, client: &crate::client::Client) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(unix)]
+    match rustix::process::setpriority_process(None, i32::from(nice)) {
+        Ok(()) => client.say(&format!("running at nice {nice}")),
+        Err(error) => client.say(&format!("could not lower the CPU priority: {error}")),
+    }
+    #[cfg(not(unix))]
+    client.say("CPU priority left as it is on this platform");
+}
+
+/// `2026-12-03T08:00:00` for seconds since the epoch (UTC).
+fn format_second(seconds: u64) -> String {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok())
+        .map_or_else(
+            || seconds.to_string(),
+            |at| {
+                format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                    at.year(),
+                    u8::from(at.month()),
+                    at.day(),
+                    at.hour(),
+                    at.minute(),
+                    at.second()
+                )
+            },
+        )
 }
 
 pub struct TapOptions<'a> {
@@ -126,6 +219,8 @@ pub struct TapOptions<'a> {
     pub json: bool,
     /// Stop after this many records.
     pub count: Option<u64>,
+    /// The nice value to run at (0: unchanged).
+    pub nice: u8,
 }
 
 /// `sluice tap`: follows the change stream, one line per change (`--json`: the record).
@@ -138,8 +233,12 @@ pub fn tap(source: &SourceArgs, server: &ServerArgs, options: &TapOptions<'_>) -
     }
     let url = client.url(&["v1", "changes", "stream"], &query);
     client.say(&format!("following {url}"));
+    lower_priority(options.nice, &client);
+    // Written through a buffer flushed once per chunk the server sends (a page of
+    // records): stdout alone is line-buffered, a write(2) per change.
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = std::io::BufWriter::with_capacity(TAP_BUFFER_BYTES, stdout.lock());
+    let mut printer = TapPrinter::default();
     client.block_on(async {
         let mut response = client.send(Method::GET, url, None).await?;
         let mut pending: Vec<u8> = Vec::new();
@@ -159,25 +258,44 @@ pub fn tap(source: &SourceArgs, server: &ServerArgs, options: &TapOptions<'_>) -
                     .into());
                 }
             };
-            pending.extend_from_slice(&chunk);
-            let mut start = 0;
-            while let Some(end) = pending[start..].iter().position(|byte| *byte == b'\n') {
-                let line = &pending[start..start + end];
-                start += end + 1;
-                let Some(data) = line.strip_prefix(b"data:") else {
+            // Lines are read straight from the chunk; only a line cut at the chunk's end
+            // waits in `pending` for the rest.
+            let mut rest: &[u8] = &chunk;
+            if !pending.is_empty() {
+                let Some(end) = memchr::memchr(b'\n', rest) else {
+                    if pending.len() + rest.len() > TAP_LINE_BYTES_MAX {
+                        anyhow::bail!(
+                            "a line of the change stream exceeds {TAP_LINE_BYTES_MAX} bytes"
+                        );
+                    }
+                    pending.extend_from_slice(rest);
                     continue;
                 };
-                let data = data.strip_prefix(b" ").unwrap_or(data);
-                print_change(&mut out, data, options.json)?;
-                printed += 1;
+                pending.extend_from_slice(&rest[..end]);
+                rest = &rest[end + 1..];
+                if printer.line(&mut out, &pending, options.json)? {
+                    printed += 1;
+                }
+                pending.clear();
                 if options.count.is_some_and(|count| printed >= count) {
-                    return Ok(());
+                    return Ok(out.flush()?);
                 }
             }
-            pending.drain(..start);
+            while let Some(end) = memchr::memchr(b'\n', rest) {
+                let line = &rest[..end];
+                rest = &rest[end + 1..];
+                if printer.line(&mut out, line, options.json)? {
+                    printed += 1;
+                    if options.count.is_some_and(|count| printed >= count) {
+                        return Ok(out.flush()?);
+                    }
+                }
+            }
+            pending.extend_from_slice(rest);
             if pending.len() > TAP_LINE_BYTES_MAX {
                 anyhow::bail!("a line of the change stream exceeds {TAP_LINE_BYTES_MAX} bytes");
             }
+            out.flush()?;
         }
         Err(Unreachable(format!(
             "the server at {} ended the change stream (it is stopping?)",
@@ -185,44 +303,6 @@ pub fn tap(source: &SourceArgs, server: &ServerArgs, options: &TapOptions<'_>) -
         ))
         .into())
     })
-}
-
-fn print_change(out: &mut impl Write, data: &[u8], raw: bool) -> Result<()> {
-    if raw {
-        out.write_all(data)?;
-        out.write_all(b"\n")?;
-        return Ok(out.flush()?);
-    }
-    let (head, tail) = summary(data)?;
-    let version = head
-        .version
-        .as_ref()
-        .map_or("null", |version| version.get());
-    writeln!(
-        out,
-        "{} {} {} {} v={version} changed={} cursor={}",
-        rfc3339_ms(tail.ts_ms),
-        head.collection,
-        head.op,
-        head.key.get(),
-        if tail.changed.is_empty() {
-            "-".to_owned()
-        } else {
-            tail.changed.join(",")
-        },
-        head.cursor,
-    )?;
-    Ok(out.flush()?)
-}
-
-fn rfc3339_ms(ms: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|at| {
-            at.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 /// Prometheus samples by metric name, then label set.
@@ -435,12 +515,20 @@ mod tests {
     fn tap_prints_one_line_per_change() {
         let mut out = Vec::new();
         let record = br#"{"cursor":"0.1.0","collection":"doctor","key":17,"op":"upsert","version":3,"doc":{"name":"Ross"},"changed":["/name"],"ts_ms":1764000000000}"#;
-        print_change(&mut out, record, false).unwrap_or_else(|error| panic!("{error}"));
+        let mut printer = TapPrinter::default();
+        printer
+            .print(&mut out, record, false)
+            .unwrap_or_else(|error| panic!("{error}"));
+        let later = br#"{"cursor":"0.2.0","collection":"doctor","key":[1,"a"],"op":"delete","version":null,"doc":null,"changed":[],"ts_ms":1764000001007}"#;
+        printer
+            .print(&mut out, later, false)
+            .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "2025-11-24T16:00:00Z doctor upsert 17 v=3 changed=/name cursor=0.1.0\n"
+            "2025-11-24T16:00:00.000Z doctor upsert 17 v=3 changed=/name cursor=0.1.0\n\
+             2025-11-24T16:00:01.007Z doctor delete [1,\"a\"] v=null changed=- cursor=0.2.0\n"
         );
-        assert!(print_change(&mut Vec::new(), b"{not json", false).is_err());
+        assert!(printer.print(&mut Vec::new(), b"{not json", false).is_err());
     }
 
     #[test]
@@ -448,14 +536,18 @@ mod tests {
         // The document's strings hold `,"doc":` and `,"changed":[` (escaped): the
         // summary must still find the record's own fields.
         let record = br#"{"cursor":"0.2","collection":"doctor","key":"a,\"doc\":1","op":"upsert","version":null,"doc":{"note":"x,\"changed\":[\"/y\"],\"ts_ms\":1}"},"changed":["/note"],"ts_ms":1764000000000}"#;
-        let (head, tail) = summary(record).unwrap_or_else(|error| panic!("{error:#}"));
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        let (head, tail) =
+            summary(record, &mut first, &mut second).unwrap_or_else(|error| panic!("{error:#}"));
         assert_eq!(head.key.get(), r#""a,\"doc\":1""#);
         assert_eq!(head.cursor, "0.2");
         assert_eq!(tail.changed, ["/note"]);
         assert_eq!(tail.ts_ms, 1_764_000_000_000);
         // Another shape (fields reordered) takes the full parse.
         let reordered = br#"{"ts_ms":5,"changed":[],"doc":null,"version":1,"op":"delete","key":3,"collection":"doctor","cursor":"0.1"}"#;
-        let (head, tail) = summary(reordered).unwrap_or_else(|error| panic!("{error:#}"));
-        assert_eq!((head.op.as_str(), tail.ts_ms), ("delete", 5));
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        let (head, tail) =
+            summary(reordered, &mut first, &mut second).unwrap_or_else(|error| panic!("{error:#}"));
+        assert_eq!((head.op.as_ref(), tail.ts_ms), ("delete", 5));
     }
 }

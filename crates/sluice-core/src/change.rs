@@ -1,9 +1,11 @@
 //! Change records: what every read model consumes.
 
+use crate::cursor::Cursor;
 use crate::key::Key;
 use crate::version::Version;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::LazyLock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -103,13 +105,72 @@ pub fn commit_ts_ms(record: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-/// The full record JSON: the body with `"cursor"` spliced in front.
-pub fn with_cursor(cursor: &str, body: &[u8], out: &mut Vec<u8>) {
+/// The full record JSON: the body with `"cursor"` spliced in front (a cursor's text is
+/// digits and dots: nothing to escape).
+pub fn with_cursor(cursor: &Cursor, body: &[u8], out: &mut Vec<u8>) {
     debug_assert_eq!(body.first(), Some(&b'{'));
-    out.extend_from_slice(b"{\"cursor\":");
-    write_json(out, &Value::from(cursor));
-    out.push(b',');
+    out.extend_from_slice(b"{\"cursor\":\"");
+    cursor.write_text(out);
+    out.extend_from_slice(b"\",");
     out.extend_from_slice(body.get(1..).unwrap_or_default());
+}
+
+/// A full record cut around its document, found without parsing it (the document is
+/// most of a record's bytes, and readers that print or index the other members need not
+/// scan it): `head` is `{"cursor":…,"version":…` and `tail` is `"changed":[…],"ts_ms":…}`.
+pub struct RecordParts<'a> {
+    pub head: &'a [u8],
+    /// The document's JSON, or `null` for a delete.
+    pub doc: &'a [u8],
+    pub tail: &'a [u8],
+}
+
+impl RecordParts<'_> {
+    /// The head as a JSON object of its own, built in `scratch`.
+    pub fn head_object<'s>(&self, scratch: &'s mut Vec<u8>) -> &'s [u8] {
+        scratch.clear();
+        scratch.extend_from_slice(self.head);
+        scratch.push(b'}');
+        scratch
+    }
+
+    /// The tail as a JSON object of its own, built in `scratch`.
+    pub fn tail_object<'s>(&self, scratch: &'s mut Vec<u8>) -> &'s [u8] {
+        scratch.clear();
+        scratch.push(b'{');
+        scratch.extend_from_slice(self.tail);
+        scratch
+    }
+}
+
+/// Splits a full record (see [`with_cursor`] and [`encode_body`]) at its document.
+/// Outside JSON strings is the only place `,"doc":` and `,"changed":[` can occur (a quote
+/// in a string is escaped); the members before the document are scalars or arrays of
+/// scalars, so the first `,"doc":` is the record's own, and after the document come
+/// only `changed` (strings) and `ts_ms`, so the last `,"changed":[` is too, whatever
+/// members the document itself has. `None` for anything of another shape.
+pub fn split_record(record: &[u8]) -> Option<RecordParts<'_>> {
+    const DOC: &[u8] = b",\"doc\":";
+    const CHANGED: &[u8] = b",\"changed\":[";
+    // Built once: a searcher's setup costs as much as a search of a short record.
+    static DOC_FINDER: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(DOC));
+    static CHANGED_FINDER: LazyLock<memchr::memmem::FinderRev<'static>> =
+        LazyLock::new(|| memchr::memmem::FinderRev::new(CHANGED));
+    if !record.starts_with(b"{\"cursor\":") {
+        return None;
+    }
+    let doc_at = DOC_FINDER.find(record)?;
+    let changed_at = CHANGED_FINDER.rfind(record)?;
+    let doc = record.get(doc_at + DOC.len()..changed_at)?;
+    if doc.is_empty() {
+        return None;
+    }
+    Some(RecordParts {
+        head: record.get(..doc_at)?,
+        doc,
+        tail: record.get(changed_at + 1..)?,
+    })
 }
 
 fn write_json(out: &mut Vec<u8>, value: &Value) {
@@ -135,7 +196,7 @@ mod tests {
             9,
         );
         let mut full = Vec::new();
-        with_cursor("0.1", &body, &mut full);
+        with_cursor(&Cursor::from_offsets(vec![0, 1]), &body, &mut full);
         let record: ChangeRecord = serde_json::from_slice(&full).unwrap();
         assert_eq!(record.cursor, "0.1");
         assert_eq!(record.key, json!(17));
@@ -150,5 +211,37 @@ mod tests {
         assert!(!body.starts_with(&collection_prefix("doc")));
         assert_eq!(commit_ts_ms(&body), 9);
         assert_eq!(commit_ts_ms(b"{\"x\":42}"), 0);
+    }
+
+    #[test]
+    fn a_record_splits_at_its_own_document() {
+        let key = Key::new(vec![KeyPart::Str("a,\"doc\":1".into())]);
+        let doc = br#"{"doc":{"x":1},"y":[1],"z":{"a":1,"doc":2,"changed":["/q"]},"w":"\",\"changed\":["}"#;
+        let body = encode_body(
+            "doctor",
+            &key,
+            Some(Version::Int(3)),
+            Some(doc),
+            &["/a".into()],
+            9,
+        );
+        let mut full = Vec::new();
+        with_cursor(&Cursor::from_offsets(vec![4, 2]), &body, &mut full);
+        let parts = split_record(&full).unwrap();
+        assert_eq!(parts.doc, doc);
+        let mut scratch = Vec::new();
+        let head: Value = serde_json::from_slice(parts.head_object(&mut scratch)).unwrap();
+        assert_eq!(
+            head,
+            json!({"cursor": "4.2", "collection": "doctor", "key": "a,\"doc\":1", "op": "upsert", "version": 3})
+        );
+        let tail: Value = serde_json::from_slice(parts.tail_object(&mut scratch)).unwrap();
+        assert_eq!(tail, json!({"changed": ["/a"], "ts_ms": 9}));
+        let deleted = encode_body("doctor", &key, None, None, &[], 9);
+        full.clear();
+        with_cursor(&Cursor::from_offsets(vec![0, 0]), &deleted, &mut full);
+        assert_eq!(split_record(&full).unwrap().doc, b"null");
+        assert!(split_record(b"{\"x\":1}").is_none());
+        assert!(split_record(&body).is_none(), "a body without its cursor");
     }
 }

@@ -74,6 +74,18 @@ impl Cursor {
         self.offsets.get(partition).copied().unwrap_or(0)
     }
 
+    /// Appends the cursor's text (what `Display` writes) without a formatter: change-log
+    /// readers write one per record.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        let mut digits = itoa::Buffer::new();
+        for (index, offset) in self.offsets.iter().enumerate() {
+            if index > 0 {
+                out.push(b'.');
+            }
+            out.extend_from_slice(digits.format(*offset).as_bytes());
+        }
+    }
+
     pub fn set(&mut self, partition: usize, offset: u64) {
         if let Some(slot) = self.offsets.get_mut(partition) {
             *slot = offset;
@@ -101,6 +113,9 @@ mod tests {
     fn round_trips_and_validates() {
         let cursor = Cursor::from_offsets(vec![0, 12, 3]);
         assert_eq!(Cursor::parse(&cursor.to_string(), 3).unwrap(), cursor);
+        let mut text = Vec::new();
+        cursor.write_text(&mut text);
+        assert_eq!(text, cursor.to_string().as_bytes());
         assert_eq!(
             Cursor::parse("1.2", 3),
             Err(CursorError::Partitions {

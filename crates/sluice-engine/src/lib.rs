@@ -147,7 +147,27 @@ pub struct StoredDoc {
 #[derive(Debug)]
 pub struct ChangesPage {
     pub records: Vec<Vec<u8>>,
+    /// The partition and offset of each record, in the order of `records` (what a
+    /// record's cursor says, without parsing it).
+    pub positions: Vec<(u16, u64)>,
     pub next: Cursor,
+}
+
+impl ChangesPage {
+    /// Keeps the records (and their positions) for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        debug_assert_eq!(self.records.len(), self.positions.len());
+        let mut kept = 0;
+        for index in 0..self.records.len() {
+            if keep(&self.records[index]) {
+                self.records.swap(kept, index);
+                self.positions.swap(kept, index);
+                kept += 1;
+            }
+        }
+        self.records.truncate(kept);
+        self.positions.truncate(kept);
+    }
 }
 
 pub(crate) struct CollectionEntry {
@@ -597,6 +617,7 @@ impl Engine {
         }
         let mut next = after.clone();
         let mut records = Vec::with_capacity(limit);
+        let mut positions = Vec::with_capacity(limit);
         'fill: loop {
             let mut progressed = false;
             for (partition, iterator) in per_partition.iter_mut().enumerate() {
@@ -620,16 +641,22 @@ impl Engine {
                     }) {
                         continue;
                     }
-                    let mut record = Vec::with_capacity(body.len() + 48);
-                    sluice_core::change::with_cursor(&next.to_string(), &body, &mut record);
+                    let mut record =
+                        Vec::with_capacity(body.len() + 16 + 21 * next.offsets().len());
+                    sluice_core::change::with_cursor(&next, &body, &mut record);
                     records.push(record);
+                    positions.push((partition as u16, offset));
                 }
             }
             if !progressed {
                 break;
             }
         }
-        Ok(ChangesPage { records, next })
+        Ok(ChangesPage {
+            records,
+            positions,
+            next,
+        })
     }
 
     /// Rejected events of a collection after sequence number `after`.

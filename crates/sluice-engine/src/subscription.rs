@@ -126,7 +126,7 @@ impl Engine {
                 )
                 .await?;
             if let Some(path) = &info.spec.changed_path {
-                page.records.retain(|record| changed_matches(record, path));
+                page.retain(|record| changed_matches(record, path));
             }
             if !page.records.is_empty() || page.next == position || Instant::now() >= deadline {
                 return Ok(page);

@@ -218,14 +218,10 @@ impl Archiver {
             return Ok(());
         };
         let mut builders: Vec<_> = self.layouts.iter().map(Layout::builder).collect();
-        let mut previous = open.end.clone();
-        for record in &page.records {
-            // One parse per record: its position comes from the cursor it carries.
-            let row: ChangeRow<'_> = serde_json::from_slice(record).map_err(|error| {
-                SnapshotError::Internal(format!("a change record did not parse: {error}"))
-            })?;
-            let (partition, offset, cursor) = position(&self.engine, &previous, &row.cursor)?;
-            previous = cursor;
+        debug_assert_eq!(page.records.len(), page.positions.len());
+        let mut scratch = Vec::new();
+        for (record, &(partition, offset)) in page.records.iter().zip(&page.positions) {
+            let row = ChangeRow::parse(record, &mut scratch)?;
             if let Some(builder) = self
                 .layouts
                 .iter()
@@ -399,18 +395,4 @@ pub fn covers(position: &Cursor, target: &Cursor) -> bool {
         .iter()
         .zip(target.offsets())
         .all(|(position, target)| position >= target)
-}
-
-/// The partition and offset of the record after `previous` (whose cursor is `text`), and
-/// its cursor.
-fn position(
-    engine: &Engine,
-    previous: &Cursor,
-    text: &str,
-) -> Result<(u16, u64, Cursor), SnapshotError> {
-    let cursor = engine.parse_cursor(text)?;
-    let (partition, offset) = previous.record_position(&cursor).ok_or_else(|| {
-        SnapshotError::Internal(format!("record {cursor} does not follow {previous}"))
-    })?;
-    Ok((partition as u16, offset, cursor))
 }

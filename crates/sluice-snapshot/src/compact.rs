@@ -7,13 +7,11 @@
 
 use crate::archiver::END_KEY;
 use crate::layout::Layout;
-use crate::objects::{
-    Manifest, ManifestFile, Objects, ROW_GROUP_BYTES_MAX, STORE_URL, snapshot_id,
-};
-use crate::{SnapshotError, checksum_rows, datafusion_error, session};
+use crate::merge::{self, MergeInput};
+use crate::objects::{Manifest, ManifestFile, Objects, ROW_GROUP_BYTES_MAX, snapshot_id};
+use crate::{SnapshotError, checksum_rows};
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
-use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use futures_util::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -23,6 +21,8 @@ use std::sync::Arc;
 
 /// Rows per snapshot file.
 const FILE_ROWS_MAX: u64 = 1 << 20;
+/// Tasks that read and write a compaction's files (this machine class has 2 cores).
+const WRITERS: usize = 2;
 
 /// What a compaction reports as it goes.
 #[derive(Clone, Debug)]
@@ -62,36 +62,13 @@ pub async fn compact(
         let end = segment_end(objects, path, *size, partitions).await?;
         cursor = max_cursor(&cursor, &end);
     }
-    let ctx = session(objects, config)?;
     let inputs = merge_inputs(objects, collection, &segments, previous.as_ref());
     let id = snapshot_id(match &previous {
         Some(previous) => previous.id.parse::<u64>().unwrap_or(0) + 1,
         None => 1,
     });
-    let rows = if inputs.is_empty() {
-        None
-    } else {
-        register_changes(&ctx, layout, inputs).await?;
-        let integers = integer_key_columns(&ctx, layout).await?;
-        let columns: Vec<String> = layout
-            .schema
-            .fields()
-            .iter()
-            .map(|field| {
-                let name = field.name();
-                if integers.contains(name) {
-                    format!("CAST(\"{name}\" AS BIGINT) AS \"{name}\"")
-                } else {
-                    format!("\"{name}\"")
-                }
-            })
-            .collect();
-        Some(newest_registered_rows(&ctx, &columns.join(", ")).await?)
-    };
-    let schema = match &rows {
-        Some(frame) => Arc::new(frame.schema().as_arrow().clone()),
-        None => Arc::clone(&layout.schema),
-    };
+    let newest = Arc::new(merge::newest(objects, layout, &inputs, WRITERS).await?);
+    let schema = layout.snapshot_schema(&newest.integers);
     // Leftovers of an attempt that died before its manifest: this id was never visible.
     let directory = objects.snapshot_dir(collection, &id);
     for (path, _) in objects.list(&directory).await? {
@@ -100,32 +77,27 @@ pub async fn compact(
     let mut files = Vec::new();
     let mut total_rows = 0u64;
     let mut checksum = 0u64;
-    if let Some(frame) = rows {
-        // One writer per output partition of the plan, each on its own task: Parquet
-        // encoding is the last step and would otherwise run on one core.
-        let streams = frame
-            .execute_stream_partitioned()
+    // One writer per group of inputs, each on its own task: Parquet encoding would
+    // otherwise run on one core.
+    let mut writers = Vec::new();
+    for (index, group) in merge::groups(&inputs, WRITERS).into_iter().enumerate() {
+        writers.push(tokio::spawn(write_files(
+            objects.clone(),
+            directory.clone(),
+            Arc::clone(&schema),
+            index,
+            Arc::clone(&newest),
+            group,
+        )));
+    }
+    for writer in writers {
+        let (written, rows, sum) = writer
             .await
-            .map_err(datafusion_error)?;
-        let mut writers = Vec::with_capacity(streams.len());
-        for (index, stream) in streams.into_iter().enumerate() {
-            writers.push(tokio::spawn(write_files(
-                objects.clone(),
-                directory.clone(),
-                Arc::clone(&schema),
-                index,
-                stream,
-            )));
-        }
-        for writer in writers {
-            let (written, rows, sum) = writer
-                .await
-                .map_err(|error| SnapshotError::Internal(format!("a writer task: {error}")))??;
-            files.extend(written);
-            total_rows += rows;
-            checksum = checksum.wrapping_add(sum);
-            progress(Progress::Written { rows: total_rows });
-        }
+            .map_err(|error| SnapshotError::Internal(format!("a writer task: {error}")))??;
+        files.extend(written);
+        total_rows += rows;
+        checksum = checksum.wrapping_add(sum);
+        progress(Progress::Written { rows: total_rows });
     }
     progress(Progress::Written { rows: total_rows });
     let manifest = Manifest {
@@ -172,132 +144,26 @@ pub(crate) fn merge_inputs(
     collection: &str,
     segments: &[(Path, u64)],
     previous: Option<&Manifest>,
-) -> Vec<String> {
-    let mut inputs: Vec<String> = segments
-        .iter()
-        .map(|(path, _)| format!("{STORE_URL}{path}"))
-        .collect();
+) -> Vec<MergeInput> {
+    let mut inputs: Vec<MergeInput> = segments.to_vec();
     if let Some(previous) = previous {
         inputs.extend(previous.files.iter().map(|file| {
-            format!(
-                "{STORE_URL}{}",
-                objects.snapshot_file(collection, &previous.id, file.name.as_str())
-            )
+            let path = objects.snapshot_file(collection, &previous.id, file.name.as_str());
+            (path, file.bytes)
         }));
     }
     inputs
 }
 
-/// `columns` of the newest row per key among `inputs` (the highest offset: a key lives in
-/// one partition), keys whose newest row is a delete left out.
-pub(crate) async fn newest_rows(
-    ctx: &SessionContext,
-    layout: &Layout,
-    inputs: Vec<String>,
-    columns: &str,
-) -> Result<DataFrame, SnapshotError> {
-    register_changes(ctx, layout, inputs).await?;
-    newest_registered_rows(ctx, columns).await
-}
-
-/// Registers `inputs` as the table `changes`, read with the segments' schema (a previous
-/// snapshot's integer key columns are read back as text, like the segments have them).
-async fn register_changes(
-    ctx: &SessionContext,
-    layout: &Layout,
-    inputs: Vec<String>,
-) -> Result<(), SnapshotError> {
-    let options = ParquetReadOptions::default().schema(&layout.schema);
-    let frame = ctx
-        .read_parquet(inputs, options)
-        .await
-        .map_err(datafusion_error)?;
-    ctx.register_table("changes", frame.into_view())
-        .map_err(datafusion_error)?;
-    Ok(())
-}
-
-/// The untyped key columns of `changes` whose every value is an integer in canonical
-/// form (`17`, not `017` or `17.0`: key identity is textual, so those are other keys).
-async fn integer_key_columns(
-    ctx: &SessionContext,
-    layout: &Layout,
-) -> Result<Vec<String>, SnapshotError> {
-    let untyped = layout.untyped_key_columns();
-    if untyped.is_empty() {
-        return Ok(Vec::new());
-    }
-    let checks: Vec<String> = untyped
-        .iter()
-        .map(|name| {
-            format!(
-                "sum(CASE WHEN \"{name}\" IS NULL THEN 0 \
-                   WHEN CAST(try_cast(\"{name}\" AS BIGINT) AS VARCHAR) = \"{name}\" THEN 0 \
-                   ELSE 1 END) AS \"{name}\""
-            )
-        })
-        .collect();
-    let sql = format!("SELECT {} FROM changes", checks.join(", "));
-    let batches = ctx
-        .sql(&sql)
-        .await
-        .map_err(datafusion_error)?
-        .collect()
-        .await
-        .map_err(datafusion_error)?;
-    let mut integers = Vec::new();
-    let Some(batch) = batches.first() else {
-        return Ok(integers);
-    };
-    for (index, name) in untyped.iter().enumerate() {
-        let not_integers = batch
-            .column(index)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-            .filter(|values| {
-                !values.is_empty() && datafusion::arrow::array::Array::is_valid(*values, 0)
-            })
-            .map(|values| values.value(0));
-        // No rows at all (every value null) keeps the column text.
-        if not_integers == Some(0) {
-            integers.push((*name).to_owned());
-        }
-    }
-    Ok(integers)
-}
-
-/// [`newest_rows`] of the registered `changes`.
-async fn newest_registered_rows(
-    ctx: &SessionContext,
-    columns: &str,
-) -> Result<DataFrame, SnapshotError> {
-    // The winners are found from `(key, offset)` alone: a hash aggregate keeps one entry
-    // per key (memory grows with keys, not rows), and a hash join built on it picks the
-    // winning rows while the wide rows stream past (`newest` is the join's left side,
-    // the one DataFusion builds). Only the winners are then ranked, to break the tie of a
-    // row that is in two inputs (a segment still listed after a compaction already
-    // merged it, when that compaction stopped before deleting it). Sorting every wide row
-    // by key, as a window over all of them did, took memory in proportion to the rows of
-    // the interval and spilled.
-    let sql = format!(
-        "WITH newest AS (\
-           SELECT key AS newest_key, max(\"offset\") AS newest_offset FROM changes GROUP BY key) \
-         SELECT {columns} FROM (\
-           SELECT c.*, row_number() OVER (PARTITION BY c.key ORDER BY c.\"offset\" DESC) AS sluice_rank \
-           FROM newest n JOIN changes c ON c.key = n.newest_key AND c.\"offset\" = n.newest_offset) \
-         WHERE sluice_rank = 1 AND op = 'upsert'"
-    );
-    ctx.sql(&sql).await.map_err(datafusion_error)
-}
-
-/// Writes one output partition as files of at most `FILE_ROWS_MAX` rows; returns the
-/// files, the rows and their checksum.
+/// Writes the winning rows of one group of inputs as files of at most `FILE_ROWS_MAX`
+/// rows; returns the files, the rows and their checksum.
 async fn write_files(
     objects: Objects,
     directory: Path,
     schema: datafusion::arrow::datatypes::SchemaRef,
-    partition: usize,
-    mut stream: datafusion::physical_plan::SendableRecordBatchStream,
+    writer_index: usize,
+    newest: Arc<merge::Newest>,
+    group: Vec<MergeInput>,
 ) -> Result<(Vec<ManifestFile>, u64, u64), SnapshotError> {
     let mut files = Vec::new();
     let mut total_rows = 0u64;
@@ -307,41 +173,45 @@ async fn write_files(
         AsyncArrowWriter<object_store::buffered::BufWriter>,
         u64,
     )> = None;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(datafusion_error)?;
-        if batch.num_rows() == 0 {
-            continue;
-        }
-        checksum = checksum.wrapping_add(checksum_rows(&batch)?);
-        let (_, current, rows) = match &mut writer {
-            Some(open) => open,
-            None => {
-                let name = format!("part-{partition:03}-{:05}.parquet", files.len());
-                let path = directory.clone().join(name.as_str());
-                let properties = crate::objects::writer_properties().build();
-                let sink = objects.upload(path.clone());
-                let created =
-                    AsyncArrowWriter::try_new(sink, Arc::clone(&schema), Some(properties))
-                        .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?;
-                writer.insert((name, created, 0))
+    for input in &group {
+        let mut stream =
+            std::pin::pin!(merge::winning_rows(&objects, &newest, input, &schema).await?);
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if batch.num_rows() == 0 {
+                continue;
             }
-        };
-        current
-            .write(&batch)
-            .await
-            .map_err(|error| SnapshotError::Store(format!("{directory}: {error}")))?;
-        if current.in_progress_size() >= ROW_GROUP_BYTES_MAX {
+            checksum = checksum.wrapping_add(checksum_rows(&batch)?);
+            let (_, current, rows) = match &mut writer {
+                Some(open) => open,
+                None => {
+                    let name = format!("part-{writer_index:03}-{:05}.parquet", files.len());
+                    let path = directory.clone().join(name.as_str());
+                    let properties = crate::objects::writer_properties().build();
+                    let sink = objects.upload(path.clone());
+                    let created =
+                        AsyncArrowWriter::try_new(sink, Arc::clone(&schema), Some(properties))
+                            .map_err(|error| SnapshotError::Store(format!("{path}: {error}")))?;
+                    writer.insert((name, created, 0))
+                }
+            };
             current
-                .flush()
+                .write(&batch)
                 .await
                 .map_err(|error| SnapshotError::Store(format!("{directory}: {error}")))?;
-        }
-        *rows += batch.num_rows() as u64;
-        total_rows += batch.num_rows() as u64;
-        if *rows >= FILE_ROWS_MAX
-            && let Some((name, full, rows)) = writer.take()
-        {
-            files.push(close_file(&objects, &directory, name, full, rows).await?);
+            if current.in_progress_size() >= ROW_GROUP_BYTES_MAX {
+                current
+                    .flush()
+                    .await
+                    .map_err(|error| SnapshotError::Store(format!("{directory}: {error}")))?;
+            }
+            *rows += batch.num_rows() as u64;
+            total_rows += batch.num_rows() as u64;
+            if *rows >= FILE_ROWS_MAX
+                && let Some((name, full, rows)) = writer.take()
+            {
+                files.push(close_file(&objects, &directory, name, full, rows).await?);
+            }
         }
     }
     if let Some((name, last, rows)) = writer.take() {

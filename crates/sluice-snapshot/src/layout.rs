@@ -10,14 +10,17 @@
 //! merge), `ts_ms` (commit time), then the collection's declared columns.
 
 use crate::SnapshotError;
+use crate::members::DeclaredMembers;
 use datafusion::arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
     StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde::de::DeserializeSeed;
 use serde_json::Value;
 use sluice_core::config::{ColumnType, RESERVED_COLUMNS};
-use sluice_core::{CollectionConfig, KeyType, Pointer, Version};
+use sluice_core::{CollectionConfig, KeyType, Pointer, Version, change};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 #[derive(Clone, Debug)]
@@ -209,18 +212,52 @@ impl ExtraBuilder {
     }
 }
 
-/// One change record, as the archiver reads it from the change log.
-#[derive(serde::Deserialize)]
+/// One change record, as the archiver reads it from the change log: the members before
+/// the document parsed, the document's JSON as it is (not scanned: it is most of the
+/// bytes, and the engine wrote it), the commit time from the record's end.
 pub struct ChangeRow<'a> {
-    #[serde(borrow)]
-    pub cursor: std::borrow::Cow<'a, str>,
-    pub collection: &'a str,
+    pub collection: Cow<'a, str>,
     pub key: Value,
-    pub op: &'a str,
+    pub op: Cow<'a, str>,
     pub version: Option<Value>,
-    #[serde(borrow)]
-    pub doc: Option<&'a serde_json::value::RawValue>,
+    /// `None` for a delete.
+    pub doc: Option<&'a str>,
     pub ts_ms: i64,
+}
+
+#[derive(serde::Deserialize)]
+struct ChangeHead<'a> {
+    #[serde(borrow)]
+    collection: Cow<'a, str>,
+    key: Value,
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    version: Option<Value>,
+}
+
+impl<'a> ChangeRow<'a> {
+    /// Reads a full change record (`scratch` holds its head while the row lives).
+    pub fn parse(record: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<Self, SnapshotError> {
+        let unknown = |what: &str| {
+            let start = String::from_utf8_lossy(record.get(..80).unwrap_or(record)).into_owned();
+            SnapshotError::Internal(format!("a change record {what}: {start}…"))
+        };
+        let parts = change::split_record(record).ok_or_else(|| unknown("of an unknown shape"))?;
+        let head: ChangeHead<'a> = serde_json::from_slice(parts.head_object(scratch))
+            .map_err(|error| unknown(&format!("with a bad head ({error})")))?;
+        let doc = match parts.doc {
+            b"null" => None,
+            doc => Some(std::str::from_utf8(doc).map_err(|_| unknown("that is not UTF-8"))?),
+        };
+        Ok(Self {
+            collection: head.collection,
+            key: head.key,
+            op: head.op,
+            version: head.version,
+            doc,
+            ts_ms: i64::try_from(change::commit_ts_ms(record)).unwrap_or(i64::MAX),
+        })
+    }
 }
 
 pub struct RowsBuilder<'a> {
@@ -271,31 +308,35 @@ impl RowsBuilder<'_> {
             _ => None,
         };
         self.version.append_option(version);
-        let doc: Option<serde_json::Map<String, Value>> = match row.doc {
-            Some(raw) if raw.get() != "null" => {
-                self.doc.append_value(raw.get());
-                let members = if self.extras.is_empty() {
+        let members: Option<Vec<Option<Value>>> = match row.doc {
+            Some(raw) => {
+                self.doc.append_value(raw);
+                self.bytes += raw.len();
+                if self.extras.is_empty() {
                     None
                 } else {
-                    Some(serde_json::from_str(raw.get()).map_err(|error| {
+                    let mut deserializer = serde_json::Deserializer::from_str(raw);
+                    let seed = DeclaredMembers(&self.layout.extra_columns);
+                    Some(seed.deserialize(&mut deserializer).map_err(|error| {
                         SnapshotError::Internal(format!("a change record's document: {error}"))
                     })?)
-                };
-                self.bytes += raw.get().len();
-                members
+                }
             }
             _ => {
                 self.doc.append_null();
                 None
             }
         };
-        self.op.append_value(row.op);
+        self.op.append_value(&row.op);
         self.partition.append_value(i32::from(partition));
         self.offset
             .append_value(i64::try_from(offset).unwrap_or(i64::MAX));
         self.ts_ms.append_value(row.ts_ms);
-        for ((name, _), builder) in self.layout.extra_columns.iter().zip(&mut self.extras) {
-            builder.push(doc.as_ref().and_then(|doc| doc.get(name)));
+        for (index, builder) in self.extras.iter_mut().enumerate() {
+            let value = members
+                .as_ref()
+                .and_then(|values| values.get(index)?.as_ref());
+            builder.push(value);
         }
         self.rows += 1;
         self.bytes += key_text.len() + 48;

@@ -13,6 +13,8 @@ mod archiver;
 mod bounded;
 mod compact;
 mod layout;
+mod members;
+mod merge;
 mod objects;
 mod query;
 mod restore;

@@ -29,15 +29,16 @@ pub const ROW_GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
 const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
 const UPLOAD_PARTS_IN_FLIGHT_MAX: usize = 2;
 
-/// How every segment and snapshot file is written: Snappy; no dictionary for `doc` and
-/// `key` (unique values: a dictionary is built and thrown away), and no min/max
-/// statistics for `doc` (large documents, copied and compared for nothing).
+/// How every segment and snapshot file is written: Snappy; no dictionary for `doc`,
+/// `key`, `version`, `offset` and `ts_ms` (values that rarely repeat: a dictionary is
+/// built, hashed into and thrown away), and no min/max statistics for `doc` (large
+/// documents, copied and compared for nothing).
 pub fn writer_properties() -> datafusion::parquet::file::properties::WriterPropertiesBuilder {
     use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
     use datafusion::parquet::schema::types::ColumnPath;
     let mut builder = WriterProperties::builder()
         .set_compression(datafusion::parquet::basic::Compression::SNAPPY);
-    for column in ["doc", "key"] {
+    for column in ["doc", "key", "version", "offset", "ts_ms"] {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
     builder.set_column_statistics_enabled(ColumnPath::from("doc"), EnabledStatistics::None)

@@ -3,12 +3,15 @@
 //! then verifies the store against the merged rows' count and checksum, and, when no
 //! segment was newer, against the snapshot's manifest.
 
-use crate::compact::{merge_inputs, newest_rows};
-use crate::{SnapshotError, Snapshots, checksum_row, checksum_rows, datafusion_error, session};
+use crate::compact::merge_inputs;
+use crate::merge;
+use crate::{SnapshotError, Snapshots, checksum_row, checksum_rows};
 use datafusion::arrow::array::{Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use futures_util::StreamExt;
 use sluice_core::event;
 use sluice_engine::Input;
+use std::sync::Arc;
 
 /// Documents submitted to the processor at once.
 const RESTORE_BATCH_DOCS: usize = 10_000;
@@ -55,41 +58,47 @@ pub async fn restore(
             report.push(restored);
             continue;
         }
-        let ctx = session(&inner.objects, &inner.config)?;
-        let frame = newest_rows(&ctx, layout, inputs, "key, doc").await?;
+        let newest = Arc::new(merge::newest(objects, layout, &inputs, 2).await?);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("doc", DataType::Utf8, true),
+        ]));
         let spec = engine.collection(collection)?.clone();
         let limits = engine.event_limits();
-        let mut stream = frame.execute_stream().await.map_err(datafusion_error)?;
         let mut expected = 0u64;
         let mut pending = Vec::with_capacity(RESTORE_BATCH_DOCS);
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(datafusion_error)?;
-            expected = expected.wrapping_add(checksum_rows(&batch)?);
-            let docs = batch
-                .column_by_name("doc")
-                .and_then(|column| column.as_any().downcast_ref::<StringArray>())
-                .ok_or_else(|| SnapshotError::Internal("no doc column".into()))?;
-            for row in 0..docs.len() {
-                let value: serde_json::Value =
-                    serde_json::from_str(docs.value(row)).map_err(|error| {
+        for input in &inputs {
+            let mut stream =
+                std::pin::pin!(merge::winning_rows(objects, &newest, input, &schema).await?);
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                expected = expected.wrapping_add(checksum_rows(&batch)?);
+                let docs = batch
+                    .column_by_name("doc")
+                    .and_then(|column| column.as_any().downcast_ref::<StringArray>())
+                    .ok_or_else(|| SnapshotError::Internal("no doc column".into()))?;
+                for row in 0..docs.len() {
+                    let value: serde_json::Value =
+                        serde_json::from_str(docs.value(row)).map_err(|error| {
+                            SnapshotError::Corrupt {
+                                file: format!("snapshot of {collection}"),
+                                message: format!("a document is not JSON: {error}"),
+                            }
+                        })?;
+                    let event = event::from_value(&spec, value, limits).map_err(|error| {
                         SnapshotError::Corrupt {
                             file: format!("snapshot of {collection}"),
-                            message: format!("a document is not JSON: {error}"),
+                            message: format!("a document is not a valid event: {error}"),
                         }
                     })?;
-                let event = event::from_value(&spec, value, limits).map_err(|error| {
-                    SnapshotError::Corrupt {
-                        file: format!("snapshot of {collection}"),
-                        message: format!("a document is not a valid event: {error}"),
+                    pending.push(Input::Event(event));
+                    restored.documents += 1;
+                    if pending.len() == RESTORE_BATCH_DOCS {
+                        engine
+                            .submit(collection, std::mem::take(&mut pending))
+                            .await?;
+                        progress(collection, restored.documents);
                     }
-                })?;
-                pending.push(Input::Event(event));
-                restored.documents += 1;
-                if pending.len() == RESTORE_BATCH_DOCS {
-                    engine
-                        .submit(collection, std::mem::take(&mut pending))
-                        .await?;
-                    progress(collection, restored.documents);
                 }
             }
         }

@@ -88,7 +88,7 @@ async fn changes(
     // A long poll ends early, empty, when the server shuts down.
     let page = tokio::select! {
         page = read => page?,
-        () = stopped(state.stopping.clone()) => sluice_engine::ChangesPage { records: Vec::new(), next: after },
+        () = stopped(state.stopping.clone()) => sluice_engine::ChangesPage { records: Vec::new(), positions: Vec::new(), next: after },
     };
     Ok(changes_response(&page))
 }
@@ -217,15 +217,20 @@ fn write_sse_event(out: &mut Vec<u8>, record: &[u8]) {
     // Records are compact JSON (one line) that start with `{"cursor":"<digits and dots>"`.
     let cursor = record
         .strip_prefix(b"{\"cursor\":\"")
-        .and_then(|rest| rest.split(|byte| *byte == b'"').next())
+        .and_then(|rest| rest.get(..memchr::memchr(b'"', rest)?))
         .unwrap_or_default();
     out.extend_from_slice(b"event: change\nid: ");
     out.extend_from_slice(cursor);
     // A record has no raw newline (JSON escapes them); should one appear, each line is
     // its own `data:` line, as the format asks.
-    for line in record.split(|byte| *byte == b'\n') {
+    if memchr::memchr(b'\n', record).is_none() {
         out.extend_from_slice(b"\ndata: ");
-        out.extend_from_slice(line);
+        out.extend_from_slice(record);
+    } else {
+        for line in record.split(|byte| *byte == b'\n') {
+            out.extend_from_slice(b"\ndata: ");
+            out.extend_from_slice(line);
+        }
     }
     out.extend_from_slice(b"\n\n");
 }

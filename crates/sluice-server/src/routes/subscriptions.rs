@@ -226,7 +226,7 @@ async fn subscription_next(
         page = read => page?,
         () = stopped(state.stopping.clone()) => {
             let position = engine.parse_cursor(&engine.subscription(&name)?.position)?;
-            sluice_engine::ChangesPage { records: Vec::new(), next: position }
+            sluice_engine::ChangesPage { records: Vec::new(), positions: Vec::new(), next: position }
         }
     };
     Ok(changes_response(&page))
