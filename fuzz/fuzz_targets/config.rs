@@ -12,7 +12,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(config) = Config::from_toml(&text) else {
         return;
     };
-    config.validate().expect("an accepted config validates again");
+    config
+        .validate()
+        .expect("an accepted config validates again");
     for collection in &config.collections {
         let spec = CollectionSpec::from_config(collection)
             .expect("validated collections have valid pointers");

@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(cursor.offsets().len(), partitions);
         let token = cursor.to_string();
         let again = Cursor::parse(&token, partitions).expect("a printed cursor parses");
-        assert_eq!(again.offsets(), cursor.offsets(), "offsets changed: {token:?}");
+        assert_eq!(
+            again.offsets(),
+            cursor.offsets(),
+            "offsets changed: {token:?}"
+        );
         assert_eq!(again.to_string(), token, "printing is not canonical");
     }
     if let Some((before, after)) = text.split_once('\n') {

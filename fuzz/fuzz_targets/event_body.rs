@@ -12,10 +12,10 @@
 //! `doc_json()` equal to serde_json's serialization of `doc()`.
 #![no_main]
 
+use input::{BodyFormat, Input, REJECTED_TEXT_BYTES_MAX, parse_body};
 use libfuzzer_sys::fuzz_target;
 use sluice_core::event::{CollectionSpec, Limits};
 use sluice_core::{Config, DocState, codec};
-use input::{BodyFormat, Input, REJECTED_TEXT_BYTES_MAX, parse_body};
 
 // With the `engine` feature (the default) `parse_body` comes from the sluice-engine crate.
 // Without it, the very same source file is compiled into this target: input.rs needs only

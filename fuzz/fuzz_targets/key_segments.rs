@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         assert_eq!(key.parts().len(), expected);
-        assert_eq!(key.to_string(), text, "Display is not the segments joined by '/'");
+        assert_eq!(
+            key.to_string(),
+            text,
+            "Display is not the segments joined by '/'"
+        );
         let decoded = Key::decode(&key.encode()).expect("an encoded key decodes");
         assert_eq!(decoded, key, "key changed through encode/decode");
         assert!(key.partition(8) < 8);

@@ -7,9 +7,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
+use sluice_core::DocState;
 use sluice_core::codec::{decode_state, decode_view, encode};
 use sluice_core::merge::DocumentState;
-use sluice_core::DocState;
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_view(data);
@@ -29,7 +29,11 @@ fuzz_target!(|data: &[u8]| {
     // so the round trip is asserted only for documents whose floats are settled.
     if let DocState::Document(DocumentState { doc: Some(doc), .. }) = &state {
         let text = serde_json::to_vec(doc).expect("a map serializes");
-        if serde_json::from_slice::<Map<String, Value>>(&text).ok().as_ref() != Some(doc) {
+        if serde_json::from_slice::<Map<String, Value>>(&text)
+            .ok()
+            .as_ref()
+            != Some(doc)
+        {
             return;
         }
     }

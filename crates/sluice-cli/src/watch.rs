@@ -75,9 +75,10 @@ pub fn status(source: &SourceArgs, server: &ServerArgs) -> Result<Health> {
     })
 }
 
-/// What `tap` prints of a change record: everything but the document.
+/// A change record as `tap`'s fallback parses it, for a record of another shape than the
+/// engine writes (see `print`): everything but the document, in one pass.
 #[derive(serde::Deserialize)]
-struct TapHead<'a> {
+struct TapRecord<'a> {
     #[serde(borrow)]
     cursor: Cow<'a, str>,
     #[serde(borrow)]
@@ -88,21 +89,34 @@ struct TapHead<'a> {
     op: Cow<'a, str>,
     #[serde(borrow)]
     version: Option<&'a RawValue>,
-}
-
-#[derive(serde::Deserialize)]
-struct TapTail<'a> {
     #[serde(borrow)]
     changed: Vec<Cow<'a, str>>,
     ts_ms: u64,
 }
 
-/// Prints change records as `tap` lines, reusing its buffers: a busy server sends tens
-/// of thousands of records a second, and `tap` runs next to it.
+/// What one `tap` line shows.
+struct TapLine<'a> {
+    cursor: &'a [u8],
+    collection: &'a [u8],
+    op: &'a [u8],
+    /// JSON, as the record has it.
+    key: &'a [u8],
+    version: &'a [u8],
+    changed: ChangedPaths<'a>,
+    ts_ms: u64,
+}
+
+enum ChangedPaths<'a> {
+    /// The array's contents without escapes (`"/a","/b"`): printed without the quotes.
+    Plain(&'a [u8]),
+    Parsed(&'a [Cow<'a, str>]),
+}
+
+/// Prints change records as `tap` lines: a busy server sends tens of thousands of
+/// records a second, and `tap` runs next to it, so a record the engine wrote is read by
+/// position (`RecordParts::members`) and only another shape is parsed.
 #[derive(Default)]
 struct TapPrinter {
-    head: Vec<u8>,
-    tail: Vec<u8>,
     /// The last second printed, formatted (`2026-12-03T08:00:00`).
     second: Option<(u64, String)>,
 }
@@ -124,57 +138,93 @@ impl TapPrinter {
             out.write_all(b"\n")?;
             return Ok(());
         }
-        let (head, tail) = summary(data, &mut self.head, &mut self.tail)?;
-        let seconds = tail.ts_ms / 1000;
+        if let Some(line) = plain_line(data) {
+            return self.write(out, &line);
+        }
+        let record: TapRecord<'_> =
+            serde_json::from_slice(data).context("a change record the server sent")?;
+        let line = TapLine {
+            cursor: record.cursor.as_bytes(),
+            collection: record.collection.as_bytes(),
+            op: record.op.as_bytes(),
+            key: record.key.get().as_bytes(),
+            version: record.version.map_or("null", RawValue::get).as_bytes(),
+            changed: ChangedPaths::Parsed(&record.changed),
+            ts_ms: record.ts_ms,
+        };
+        self.write(out, &line)
+    }
+
+    fn write(&mut self, out: &mut impl Write, line: &TapLine<'_>) -> Result<()> {
+        let seconds = line.ts_ms / 1000;
         let second = match &self.second {
             Some((cached, text)) if *cached == seconds => text,
             _ => &self.second.insert((seconds, format_second(seconds))).1,
         };
-        write!(out, "{second}.{:03}Z ", tail.ts_ms % 1000)?;
-        out.write_all(head.collection.as_bytes())?;
-        out.write_all(b" ")?;
-        out.write_all(head.op.as_bytes())?;
-        out.write_all(b" ")?;
-        out.write_all(head.key.get().as_bytes())?;
-        out.write_all(b" v=")?;
-        out.write_all(head.version.map_or("null", RawValue::get).as_bytes())?;
-        out.write_all(b" changed=")?;
-        if tail.changed.is_empty() {
-            out.write_all(b"-")?;
+        out.write_all(second.as_bytes())?;
+        let millis = line.ts_ms % 1000;
+        // `.mmmZ `: three digits, without a formatter.
+        let digits = [
+            b'.',
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+            b'Z',
+            b' ',
+        ];
+        out.write_all(&digits)?;
+        let parts: [(&[u8], &[u8]); 4] = [
+            (line.collection, b" "),
+            (line.op, b" "),
+            (line.key, b" v="),
+            (line.version, b" changed="),
+        ];
+        for (part, separator) in parts {
+            out.write_all(part)?;
+            out.write_all(separator)?;
         }
-        for (index, path) in tail.changed.iter().enumerate() {
-            if index > 0 {
-                out.write_all(b",")?;
+        match line.changed {
+            ChangedPaths::Plain(b"") => out.write_all(b"-")?,
+            ChangedPaths::Plain(paths) => {
+                for piece in paths.split(|byte| *byte == b'"') {
+                    out.write_all(piece)?;
+                }
             }
-            out.write_all(path.as_bytes())?;
+            ChangedPaths::Parsed([]) => out.write_all(b"-")?,
+            ChangedPaths::Parsed(paths) => {
+                for (index, path) in paths.iter().enumerate() {
+                    if index > 0 {
+                        out.write_all(b",")?;
+                    }
+                    out.write_all(path.as_bytes())?;
+                }
+            }
         }
         out.write_all(b" cursor=")?;
-        out.write_all(head.cursor.as_bytes())?;
+        out.write_all(line.cursor)?;
         out.write_all(b"\n")?;
         Ok(())
     }
 }
 
-/// The head and tail of a record without parsing its document (most of its bytes; see
-/// `sluice_core::change::split_record`), built in the two scratch buffers. Falls back to
-/// a full parse for any other shape.
-fn summary<'a>(
-    data: &'a [u8],
-    head_scratch: &'a mut Vec<u8>,
-    tail_scratch: &'a mut Vec<u8>,
-) -> Result<(TapHead<'a>, TapTail<'a>)> {
-    if let Some(parts) = sluice_core::change::split_record(data) {
-        let head = serde_json::from_slice(parts.head_object(head_scratch));
-        let tail = serde_json::from_slice(parts.tail_object(tail_scratch));
-        if let (Ok(head), Ok(tail)) = (head, tail) {
-            return Ok((head, tail));
-        }
+/// The line of a record the engine wrote, read by position, when its strings need no
+/// unescaping; `None` otherwise (the caller parses it).
+fn plain_line(data: &[u8]) -> Option<TapLine<'_>> {
+    use sluice_core::change::{plain_json_str, split_record};
+    let members = split_record(data)?.members()?;
+    let changed = members.changed.strip_prefix(b"[")?.strip_suffix(b"]")?;
+    if memchr::memchr(b'\\', changed).is_some() {
+        return None;
     }
-    let head: TapHead<'a> =
-        serde_json::from_slice(data).context("a change record the server sent")?;
-    let tail: TapTail<'a> =
-        serde_json::from_slice(data).context("a change record the server sent")?;
-    Ok((head, tail))
+    Some(TapLine {
+        cursor: members.cursor,
+        collection: plain_json_str(members.collection)?,
+        op: plain_json_str(members.op)?,
+        key: members.key,
+        version: members.version,
+        changed: ChangedPaths::Plain(changed),
+        ts_ms: members.ts_ms,
+    })
 }
 
 /// Lowers this process's CPU priority to `nice` (see `sluice tap --nice`); a failure
@@ -534,20 +584,38 @@ mod tests {
     #[test]
     fn tap_skips_the_document_even_when_it_quotes_the_record_s_own_fields() {
         // The document's strings hold `,"doc":` and `,"changed":[` (escaped): the
-        // summary must still find the record's own fields.
+        // line must still show the record's own fields.
         let record = br#"{"cursor":"0.2","collection":"doctor","key":"a,\"doc\":1","op":"upsert","version":null,"doc":{"note":"x,\"changed\":[\"/y\"],\"ts_ms\":1}"},"changed":["/note"],"ts_ms":1764000000000}"#;
-        let (mut first, mut second) = (Vec::new(), Vec::new());
-        let (head, tail) =
-            summary(record, &mut first, &mut second).unwrap_or_else(|error| panic!("{error:#}"));
-        assert_eq!(head.key.get(), r#""a,\"doc\":1""#);
-        assert_eq!(head.cursor, "0.2");
-        assert_eq!(tail.changed, ["/note"]);
-        assert_eq!(tail.ts_ms, 1_764_000_000_000);
-        // Another shape (fields reordered) takes the full parse.
+        let mut out = Vec::new();
+        let mut printer = TapPrinter::default();
+        printer
+            .print(&mut out, record, false)
+            .unwrap_or_else(|error| panic!("{error:#}"));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "2025-11-24T16:00:00.000Z doctor upsert \"a,\\\"doc\\\":1\" v=null changed=/note cursor=0.2\n"
+        );
+    }
+
+    #[test]
+    fn tap_parses_records_of_another_shape_or_with_escapes() {
+        let mut printer = TapPrinter::default();
+        let mut lines = Vec::new();
+        // Members reordered: not the engine's shape, so the fallback parse.
         let reordered = br#"{"ts_ms":5,"changed":[],"doc":null,"version":1,"op":"delete","key":3,"collection":"doctor","cursor":"0.1"}"#;
-        let (mut first, mut second) = (Vec::new(), Vec::new());
-        let (head, tail) =
-            summary(reordered, &mut first, &mut second).unwrap_or_else(|error| panic!("{error:#}"));
-        assert_eq!((head.op.as_ref(), tail.ts_ms), ("delete", 5));
+        // An escaped path: printed unescaped, as the fallback does.
+        let escaped = br#"{"cursor":"0.3","collection":"doctor","key":3,"op":"upsert","version":1,"doc":{},"changed":["/a\"b","/c"],"ts_ms":1764000000000}"#;
+        assert!(plain_line(reordered).is_none());
+        assert!(plain_line(escaped).is_none());
+        for record in [&reordered[..], &escaped[..]] {
+            printer
+                .print(&mut lines, record, false)
+                .unwrap_or_else(|error| panic!("{error:#}"));
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&lines),
+            "1970-01-01T00:00:00.005Z doctor delete 3 v=1 changed=- cursor=0.1\n\
+             2025-11-24T16:00:00.000Z doctor upsert 3 v=1 changed=/a\"b,/c cursor=0.3\n"
+        );
     }
 }

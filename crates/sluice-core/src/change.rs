@@ -125,7 +125,7 @@ pub struct RecordParts<'a> {
     pub tail: &'a [u8],
 }
 
-impl RecordParts<'_> {
+impl<'a> RecordParts<'a> {
     /// The head as a JSON object of its own, built in `scratch`.
     pub fn head_object<'s>(&self, scratch: &'s mut Vec<u8>) -> &'s [u8] {
         scratch.clear();
@@ -141,6 +141,89 @@ impl RecordParts<'_> {
         scratch.extend_from_slice(self.tail);
         scratch
     }
+
+    /// The members around the document as raw JSON, found by position: the engine writes
+    /// them in one order (see [`encode_body`]), each is a scalar or an array of scalars,
+    /// and a quote inside a JSON string is escaped, so `,"key":`, `,"op":` and
+    /// `,"version":` occur only as the members' own separators. `None` for another shape.
+    pub fn members(&self) -> Option<RecordMembers<'a>> {
+        static KEY: LazyLock<memchr::memmem::Finder<'static>> =
+            LazyLock::new(|| memchr::memmem::Finder::new(b",\"key\":"));
+        static OP: LazyLock<memchr::memmem::Finder<'static>> =
+            LazyLock::new(|| memchr::memmem::Finder::new(b",\"op\":"));
+        static VERSION: LazyLock<memchr::memmem::Finder<'static>> =
+            LazyLock::new(|| memchr::memmem::Finder::new(b",\"version\":"));
+        let rest = self.head.strip_prefix(b"{\"cursor\":\"")?;
+        let cursor_end = memchr::memchr(b'"', rest)?;
+        let cursor = rest.get(..cursor_end)?;
+        let rest = rest
+            .get(cursor_end + 1..)?
+            .strip_prefix(b",\"collection\":")?;
+        let key_at = KEY.find(rest)?;
+        let collection = rest.get(..key_at)?;
+        let rest = rest.get(key_at + b",\"key\":".len()..)?;
+        let op_at = OP.find(rest)?;
+        let key = rest.get(..op_at)?;
+        let rest = rest.get(op_at + b",\"op\":".len()..)?;
+        let version_at = VERSION.find(rest)?;
+        let op = rest.get(..version_at)?;
+        let version = rest.get(version_at + b",\"version\":".len()..)?;
+        let tail = self
+            .tail
+            .strip_prefix(b"\"changed\":")?
+            .strip_suffix(b"}")?;
+        let ts_digits = tail
+            .iter()
+            .rev()
+            .take_while(|byte| byte.is_ascii_digit())
+            .count();
+        let (changed, ts_ms) = tail.split_at(tail.len() - ts_digits);
+        let changed = changed.strip_suffix(b",\"ts_ms\":")?;
+        let ts_ms = std::str::from_utf8(ts_ms).ok()?.parse().ok()?;
+        let nonempty = [cursor, collection, key, op, version, changed];
+        if nonempty.iter().any(|member| member.is_empty()) {
+            return None;
+        }
+        Some(RecordMembers {
+            cursor,
+            collection,
+            key,
+            op,
+            version,
+            changed,
+            ts_ms,
+        })
+    }
+}
+
+/// The members of a full record around its document, as raw JSON (see
+/// [`RecordParts::members`]): what readers that print, route or index records need,
+/// without a parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordMembers<'a> {
+    /// The cursor's text: digits and dots.
+    pub cursor: &'a [u8],
+    /// A JSON string, quotes included.
+    pub collection: &'a [u8],
+    /// A JSON scalar, or an array of scalars (a composite key).
+    pub key: &'a [u8],
+    /// `"upsert"` or `"delete"`, quotes included.
+    pub op: &'a [u8],
+    /// A JSON number, string or `null`.
+    pub version: &'a [u8],
+    /// A JSON array of strings, brackets included.
+    pub changed: &'a [u8],
+    /// Commit time, milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+}
+
+/// The contents of a JSON string that has no escapes (its bytes between the quotes are
+/// the text itself); `None` when it has one or is not a string: parse it then.
+pub fn plain_json_str(raw: &[u8]) -> Option<&[u8]> {
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    memchr::memchr2(b'\\', b'"', inner)
+        .is_none()
+        .then_some(inner)
 }
 
 /// Splits a full record (see [`with_cursor`] and [`encode_body`]) at its document.
@@ -243,5 +326,50 @@ mod tests {
         assert_eq!(split_record(&full).unwrap().doc, b"null");
         assert!(split_record(b"{\"x\":1}").is_none());
         assert!(split_record(&body).is_none(), "a body without its cursor");
+    }
+
+    #[test]
+    fn a_record_s_members_are_found_by_position() {
+        let key = Key::new(vec![KeyPart::Str("a,\"op\":\\".into()), KeyPart::Int(-4)]);
+        let doc = br#"{"key":1,"op":"x","version":2,"changed":["/q"],"ts_ms":3}"#;
+        let changed = ["/a,\"version\":".to_owned(), "/b".to_owned()];
+        let body = encode_body(
+            "doctor",
+            &key,
+            Some(Version::Int(-3)),
+            Some(doc),
+            &changed,
+            9,
+        );
+        let mut full = Vec::new();
+        with_cursor(&Cursor::from_offsets(vec![4, 2]), &body, &mut full);
+        let parts = split_record(&full).unwrap();
+        let members = parts.members().unwrap();
+        let record: ChangeRecord = serde_json::from_slice(&full).unwrap();
+        let raw = |value: &Value| serde_json::to_vec(value).unwrap();
+        assert_eq!(members.cursor, record.cursor.as_bytes());
+        assert_eq!(members.collection, raw(&json!(record.collection)));
+        assert_eq!(members.key, raw(&record.key));
+        assert_eq!(members.op, b"\"upsert\"");
+        assert_eq!(members.version, raw(&record.version.clone().unwrap()));
+        assert_eq!(members.changed, raw(&json!(record.changed)));
+        assert_eq!(members.ts_ms, 9);
+        assert_eq!(plain_json_str(members.collection), Some(&b"doctor"[..]));
+        assert_eq!(plain_json_str(b"\"a\\\"b\""), None, "an escape");
+        assert_eq!(plain_json_str(b"17"), None, "not a string");
+
+        let deleted = encode_body("doctor", &key, None, None, &[], 10);
+        full.clear();
+        with_cursor(&Cursor::from_offsets(vec![0, 0]), &deleted, &mut full);
+        let members = split_record(&full).unwrap().members().unwrap();
+        assert_eq!(
+            (members.op, members.version),
+            (&b"\"delete\""[..], &b"null"[..])
+        );
+        assert_eq!((members.changed, members.ts_ms), (&b"[]"[..], 10));
+
+        // Another shape: no members, so readers fall back to a parse.
+        let reordered = br#"{"cursor":"1","key":1,"collection":"d","op":"upsert","version":null,"doc":null,"changed":[],"ts_ms":1}"#;
+        assert_eq!(split_record(reordered).unwrap().members(), None);
     }
 }

@@ -110,6 +110,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_record_moves_one_partition_by_one() {
+        let cursor = |offsets: &[u64]| Cursor::from_offsets(offsets.to_vec());
+        assert_eq!(
+            cursor(&[3, 5]).record_position(&cursor(&[3, 6])),
+            Some((1, 5))
+        );
+        assert_eq!(
+            cursor(&[3, 5]).record_position(&cursor(&[4, 5])),
+            Some((0, 3))
+        );
+        assert_eq!(cursor(&[3, 5]).record_position(&cursor(&[3, 5])), None);
+        assert_eq!(cursor(&[3, 5]).record_position(&cursor(&[4, 6])), None);
+        assert_eq!(cursor(&[3, 5]).record_position(&cursor(&[3, 7])), None);
+    }
+
+    #[test]
     fn round_trips_and_validates() {
         let cursor = Cursor::from_offsets(vec![0, 12, 3]);
         assert_eq!(Cursor::parse(&cursor.to_string(), 3).unwrap(), cursor);

@@ -13,7 +13,6 @@
 
 use crate::NatsError;
 use async_nats::jetstream::{self, message::PublishMessage};
-use serde::Deserialize;
 use sluice_core::Cursor;
 use sluice_core::config::{OutboundConfig, OutboundStart};
 use sluice_engine::Backoff;
@@ -47,15 +46,6 @@ struct Publisher {
     config: OutboundConfig,
     request_timeout: Duration,
     component: Component,
-}
-
-/// The members of a change record the publisher needs.
-#[derive(Deserialize)]
-struct RecordHead<'a> {
-    #[serde(borrow)]
-    cursor: Cow<'a, str>,
-    #[serde(borrow)]
-    collection: Cow<'a, str>,
 }
 
 /// The header with the cursor after a record: where a reader resumes the change log.
@@ -120,10 +110,9 @@ impl Publisher {
                 return Ok(());
             };
             let page = page?;
-            let start = consumer.committed().clone();
-            self.publish_page(&start, &page, published_through.as_ref())
-                .await?;
-            consumer.commit(&page.next)?;
+            let next = page.next.clone();
+            self.publish_page(page, published_through.as_ref()).await?;
+            consumer.commit(&next)?;
         }
     }
 
@@ -179,40 +168,48 @@ impl Publisher {
         Ok(header(CURSOR_HEADER).and_then(|cursor| self.engine.parse_cursor(&cursor).ok()))
     }
 
-    /// Publishes every record of `page` (read from `start` on) that `skip_through` does
-    /// not cover, and waits for all acknowledgements.
+    /// Publishes every record of `page` that `skip_through` does not cover, and waits
+    /// for all acknowledgements. A record's position comes with the page and its head is
+    /// cut off without scanning the document (`change::split_record`); the record itself
+    /// becomes the payload without a copy.
     async fn publish_page(
         &self,
-        start: &Cursor,
-        page: &ChangesPage,
+        page: ChangesPage,
         skip_through: Option<&Cursor>,
     ) -> Result<(), NatsError> {
         let instance_id = self.engine.instance_id();
-        let mut acks = Vec::with_capacity(page.records.len());
+        let ChangesPage {
+            records, positions, ..
+        } = page;
+        debug_assert_eq!(records.len(), positions.len());
+        let mut acks = Vec::with_capacity(records.len());
         let mut skipped = 0;
-        let mut previous = start.clone();
-        for record in &page.records {
-            let malformed = |what: &str| {
-                NatsError::Engine(sluice_engine::EngineError::Invalid(format!(
-                    "change record after {previous}: {what}"
-                )))
-            };
-            let head: RecordHead<'_> =
-                serde_json::from_slice(record).map_err(|error| malformed(&error.to_string()))?;
-            let cursor = self.engine.parse_cursor(&head.cursor)?;
-            let (partition, offset) = previous
-                .record_position(&cursor)
-                .ok_or_else(|| malformed("not the next record"))?;
-            previous = cursor;
+        for (record, (partition, offset)) in records.into_iter().zip(positions) {
+            let partition = usize::from(partition);
             if skip_through.is_some_and(|through| offset < through.offset(partition)) {
                 skipped += 1;
                 continue;
             }
-            let subject = format!("{}.{}", self.config.subject_prefix, head.collection);
+            let malformed = |what: &str| {
+                NatsError::Engine(sluice_engine::EngineError::Invalid(format!(
+                    "change record {partition}:{offset}: {what}"
+                )))
+            };
+            let members = sluice_core::change::split_record(&record)
+                .and_then(|parts| parts.members())
+                .ok_or_else(|| malformed("not the shape of a change record"))?;
+            let collection = match sluice_core::change::plain_json_str(members.collection) {
+                Some(plain) => String::from_utf8_lossy(plain),
+                None => serde_json::from_slice::<Cow<'_, str>>(members.collection)
+                    .map_err(|error| malformed(&error.to_string()))?,
+            };
+            let cursor = std::str::from_utf8(members.cursor)
+                .map_err(|_| malformed("a cursor that is not text"))?;
+            let subject = format!("{}.{}", self.config.subject_prefix, collection);
             let message = PublishMessage::build()
-                .payload(record.clone().into())
-                .header(CURSOR_HEADER, head.cursor.as_ref())
-                .message_id(message_id(instance_id, partition, offset));
+                .header(CURSOR_HEADER, cursor)
+                .message_id(message_id(instance_id, partition, offset))
+                .payload(record.into());
             let ack = self
                 .jetstream
                 .send_publish(subject, message)
@@ -245,19 +242,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_record_moves_one_partition_by_one() {
-        let cursor = |offsets: &[u64]| Cursor::from_offsets(offsets.to_vec());
-        assert_eq!(
-            cursor(&[3, 5]).record_position(&cursor(&[3, 6])),
-            Some((1, 5))
-        );
-        assert_eq!(
-            cursor(&[3, 5]).record_position(&cursor(&[4, 5])),
-            Some((0, 3))
-        );
-        assert_eq!(cursor(&[3, 5]).record_position(&cursor(&[3, 5])), None);
-        assert_eq!(cursor(&[3, 5]).record_position(&cursor(&[4, 6])), None);
-        assert_eq!(cursor(&[3, 5]).record_position(&cursor(&[3, 7])), None);
+    fn a_message_id_names_the_directory_partition_and_offset() {
         assert_eq!(message_id("ab12", 1, 5), "ab12:1:5");
     }
 }

@@ -219,9 +219,8 @@ impl Archiver {
         };
         let mut builders: Vec<_> = self.layouts.iter().map(Layout::builder).collect();
         debug_assert_eq!(page.records.len(), page.positions.len());
-        let mut scratch = Vec::new();
         for (record, &(partition, offset)) in page.records.iter().zip(&page.positions) {
-            let row = ChangeRow::parse(record, &mut scratch)?;
+            let row = ChangeRow::parse(record)?;
             if let Some(builder) = self
                 .layouts
                 .iter()

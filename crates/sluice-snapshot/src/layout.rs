@@ -212,51 +212,63 @@ impl ExtraBuilder {
     }
 }
 
-/// One change record, as the archiver reads it from the change log: the members before
-/// the document parsed, the document's JSON as it is (not scanned: it is most of the
-/// bytes, and the engine wrote it), the commit time from the record's end.
+/// One change record, as the archiver reads it from the change log: the members around
+/// the document as the record has them (found by position, `RecordParts::members`), the
+/// document's JSON as it is (not scanned: it is most of the bytes, and the engine wrote
+/// it). Only what a column needs in another form is parsed, in `RowsBuilder::push`.
 pub struct ChangeRow<'a> {
     pub collection: Cow<'a, str>,
-    pub key: Value,
-    pub op: Cow<'a, str>,
-    pub version: Option<Value>,
+    /// The key's JSON.
+    pub key: &'a str,
+    /// `upsert` or `delete`.
+    pub op: &'a str,
+    /// The version's JSON (`null` when the collection has none).
+    pub version: &'a str,
     /// `None` for a delete.
     pub doc: Option<&'a str>,
     pub ts_ms: i64,
 }
 
-#[derive(serde::Deserialize)]
-struct ChangeHead<'a> {
-    #[serde(borrow)]
-    collection: Cow<'a, str>,
-    key: Value,
-    #[serde(borrow)]
-    op: Cow<'a, str>,
-    version: Option<Value>,
-}
-
 impl<'a> ChangeRow<'a> {
-    /// Reads a full change record (`scratch` holds its head while the row lives).
-    pub fn parse(record: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<Self, SnapshotError> {
+    /// Reads a full change record; one of another shape than the engine writes is an
+    /// error (every record in the change log is the engine's).
+    pub fn parse(record: &'a [u8]) -> Result<Self, SnapshotError> {
         let unknown = |what: &str| {
             let start = String::from_utf8_lossy(record.get(..80).unwrap_or(record)).into_owned();
             SnapshotError::Internal(format!("a change record {what}: {start}…"))
         };
+        let text =
+            |bytes: &'a [u8]| std::str::from_utf8(bytes).map_err(|_| unknown("that is not UTF-8"));
         let parts = change::split_record(record).ok_or_else(|| unknown("of an unknown shape"))?;
-        let head: ChangeHead<'a> = serde_json::from_slice(parts.head_object(scratch))
-            .map_err(|error| unknown(&format!("with a bad head ({error})")))?;
+        let members = parts
+            .members()
+            .ok_or_else(|| unknown("of an unknown shape"))?;
+        let collection = match change::plain_json_str(members.collection) {
+            Some(plain) => Cow::Borrowed(text(plain)?),
+            None => serde_json::from_slice(members.collection)
+                .map_err(|error| unknown(&format!("with a bad collection ({error})")))?,
+        };
+        let op = change::plain_json_str(members.op).ok_or_else(|| unknown("with a bad op"))?;
         let doc = match parts.doc {
             b"null" => None,
-            doc => Some(std::str::from_utf8(doc).map_err(|_| unknown("that is not UTF-8"))?),
+            doc => Some(text(doc)?),
         };
         Ok(Self {
-            collection: head.collection,
-            key: head.key,
-            op: head.op,
-            version: head.version,
+            collection,
+            key: text(members.key)?,
+            op: text(op)?,
+            version: text(members.version)?,
             doc,
-            ts_ms: i64::try_from(change::commit_ts_ms(record)).unwrap_or(i64::MAX),
+            ts_ms: i64::try_from(members.ts_ms).unwrap_or(i64::MAX),
         })
+    }
+}
+
+/// A key part's text column value: a string's text, any other JSON as written.
+fn key_part_text(part: &Value) -> Cow<'_, str> {
+    match part {
+        Value::String(text) => Cow::Borrowed(text),
+        other => Cow::Owned(other.to_string()),
     }
 }
 
@@ -284,28 +296,48 @@ impl RowsBuilder<'_> {
         partition: u16,
         offset: u64,
     ) -> Result<(), SnapshotError> {
-        let key_text = row.key.to_string();
-        self.key.append_value(&key_text);
-        let parts: Vec<&Value> = match &row.key {
-            Value::Array(parts) if self.layout.key_columns.len() > 1 => parts.iter().collect(),
-            single => vec![single],
+        let key_text = row.key;
+        self.key.append_value(key_text);
+        let bad_key = |error: serde_json::Error| {
+            SnapshotError::Internal(format!("a change record's key {key_text}: {error}"))
         };
-        for (builder, part) in self.key_parts.iter_mut().zip(parts) {
-            match (builder, part) {
-                (KeyBuilder::Text(builder), Value::String(text)) => builder.append_value(text),
-                (KeyBuilder::Text(builder), other) => builder.append_value(other.to_string()),
-                // Events are checked against `key_types`; a record written before the
-                // type was declared is null here (its `key` column still has it).
-                (KeyBuilder::Integer(builder), part) => builder.append_option(part.as_i64()),
+        if self.layout.key_columns.len() > 1 {
+            // A composite key: an array, parsed (rare, and small).
+            let key: Value = serde_json::from_str(key_text).map_err(bad_key)?;
+            let parts: Vec<&Value> = match &key {
+                Value::Array(parts) => parts.iter().collect(),
+                single => vec![single],
+            };
+            for (builder, part) in self.key_parts.iter_mut().zip(parts) {
+                match builder {
+                    KeyBuilder::Text(builder) => builder.append_value(key_part_text(part)),
+                    // Events are checked against `key_types`; a record written before the
+                    // type was declared is null here (its `key` column still has it).
+                    KeyBuilder::Integer(builder) => builder.append_option(part.as_i64()),
+                }
+            }
+        } else if let Some(builder) = self.key_parts.first_mut() {
+            match builder {
+                KeyBuilder::Integer(builder) => builder.append_option(key_text.parse::<i64>().ok()),
+                KeyBuilder::Text(builder) => match change::plain_json_str(key_text.as_bytes()) {
+                    Some(plain) => builder.append_value(String::from_utf8_lossy(plain)),
+                    None => {
+                        let part: Value = serde_json::from_str(key_text).map_err(bad_key)?;
+                        builder.append_value(key_part_text(&part));
+                    }
+                },
             }
         }
-        let version = match &row.version {
-            Some(value @ (Value::Number(_) | Value::String(_))) => Version::from_json(value, "/")
+        let version = match row.version {
+            "null" => None,
+            // A time: RFC 3339 text, parsed.
+            text if text.starts_with('"') => serde_json::from_str::<Value>(text)
                 .ok()
+                .and_then(|value| Version::from_json(&value, "/").ok())
                 .map(|version| match version {
                     Version::Int(number) | Version::Time(number) => number,
                 }),
-            _ => None,
+            number => number.parse::<i64>().ok(),
         };
         self.version.append_option(version);
         let members: Option<Vec<Option<Value>>> = match row.doc {
@@ -327,7 +359,7 @@ impl RowsBuilder<'_> {
                 None
             }
         };
-        self.op.append_value(&row.op);
+        self.op.append_value(row.op);
         self.partition.append_value(i32::from(partition));
         self.offset
             .append_value(i64::try_from(offset).unwrap_or(i64::MAX));
