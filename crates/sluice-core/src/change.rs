@@ -87,22 +87,20 @@ pub fn collection_prefix(collection: &str) -> Vec<u8> {
 /// The commit time at the end of a body or a full record (`,"ts_ms":<digits>}`); 0 for
 /// anything else.
 pub fn commit_ts_ms(record: &[u8]) -> u64 {
-    let Some(record) = record.strip_suffix(b"}") else {
-        return 0;
-    };
-    let digits = record
+    cut_ts_ms(record).map_or(0, |(_, ts_ms)| ts_ms)
+}
+
+/// Cuts `…"ts_ms":<digits>}` at its end: what comes before `"ts_ms":`, and the number.
+fn cut_ts_ms(text: &[u8]) -> Option<(&[u8], u64)> {
+    let text = text.strip_suffix(b"}")?;
+    let digits = text
         .iter()
         .rev()
         .take_while(|byte| byte.is_ascii_digit())
         .count();
-    let (head, number) = record.split_at(record.len() - digits);
-    if !head.ends_with(b"\"ts_ms\":") {
-        return 0;
-    }
-    std::str::from_utf8(number)
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(0)
+    let (before, number) = text.split_at(text.len() - digits);
+    let before = before.strip_suffix(b"\"ts_ms\":")?;
+    Some((before, std::str::from_utf8(number).ok()?.parse().ok()?))
 }
 
 /// The full record JSON: the body with `"cursor"` spliced in front (a cursor's text is
@@ -126,22 +124,6 @@ pub struct RecordParts<'a> {
 }
 
 impl<'a> RecordParts<'a> {
-    /// The head as a JSON object of its own, built in `scratch`.
-    pub fn head_object<'s>(&self, scratch: &'s mut Vec<u8>) -> &'s [u8] {
-        scratch.clear();
-        scratch.extend_from_slice(self.head);
-        scratch.push(b'}');
-        scratch
-    }
-
-    /// The tail as a JSON object of its own, built in `scratch`.
-    pub fn tail_object<'s>(&self, scratch: &'s mut Vec<u8>) -> &'s [u8] {
-        scratch.clear();
-        scratch.push(b'{');
-        scratch.extend_from_slice(self.tail);
-        scratch
-    }
-
     /// The members around the document as raw JSON, found by position: the engine writes
     /// them in one order (see [`encode_body`]), each is a scalar or an array of scalars,
     /// and a quote inside a JSON string is escaped, so `,"key":`, `,"op":` and
@@ -168,18 +150,8 @@ impl<'a> RecordParts<'a> {
         let version_at = VERSION.find(rest)?;
         let op = rest.get(..version_at)?;
         let version = rest.get(version_at + b",\"version\":".len()..)?;
-        let tail = self
-            .tail
-            .strip_prefix(b"\"changed\":")?
-            .strip_suffix(b"}")?;
-        let ts_digits = tail
-            .iter()
-            .rev()
-            .take_while(|byte| byte.is_ascii_digit())
-            .count();
-        let (changed, ts_ms) = tail.split_at(tail.len() - ts_digits);
-        let changed = changed.strip_suffix(b",\"ts_ms\":")?;
-        let ts_ms = std::str::from_utf8(ts_ms).ok()?.parse().ok()?;
+        let (changed, ts_ms) = cut_ts_ms(self.tail.strip_prefix(b"\"changed\":")?)?;
+        let changed = changed.strip_suffix(b",")?;
         let nonempty = [cursor, collection, key, op, version, changed];
         if nonempty.iter().any(|member| member.is_empty()) {
             return None;
@@ -215,6 +187,15 @@ pub struct RecordMembers<'a> {
     pub changed: &'a [u8],
     /// Commit time, milliseconds since the Unix epoch.
     pub ts_ms: u64,
+}
+
+/// The text of a JSON string: borrowed when it has no escapes (see [`plain_json_str`]),
+/// else unescaped by a parse.
+pub fn json_str_text(raw: &[u8]) -> Result<std::borrow::Cow<'_, str>, serde_json::Error> {
+    match plain_json_str(raw).map(std::str::from_utf8) {
+        Some(Ok(text)) => Ok(std::borrow::Cow::Borrowed(text)),
+        _ => serde_json::from_slice(raw),
+    }
 }
 
 /// The contents of a JSON string that has no escapes (its bytes between the quotes are
@@ -312,13 +293,12 @@ mod tests {
         with_cursor(&Cursor::from_offsets(vec![4, 2]), &body, &mut full);
         let parts = split_record(&full).unwrap();
         assert_eq!(parts.doc, doc);
-        let mut scratch = Vec::new();
-        let head: Value = serde_json::from_slice(parts.head_object(&mut scratch)).unwrap();
+        let head: Value = serde_json::from_slice(&[parts.head, b"}"].concat()).unwrap();
         assert_eq!(
             head,
             json!({"cursor": "4.2", "collection": "doctor", "key": "a,\"doc\":1", "op": "upsert", "version": 3})
         );
-        let tail: Value = serde_json::from_slice(parts.tail_object(&mut scratch)).unwrap();
+        let tail: Value = serde_json::from_slice(&[b"{", parts.tail].concat()).unwrap();
         assert_eq!(tail, json!({"changed": ["/a"], "ts_ms": 9}));
         let deleted = encode_body("doctor", &key, None, None, &[], 9);
         full.clear();

@@ -17,7 +17,6 @@ use sluice_core::Cursor;
 use sluice_core::config::{OutboundConfig, OutboundStart};
 use sluice_engine::Backoff;
 use sluice_engine::{ChangesPage, Component, ConsumerOptions, Engine, StartAt};
-use std::borrow::Cow;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -198,11 +197,8 @@ impl Publisher {
             let members = sluice_core::change::split_record(&record)
                 .and_then(|parts| parts.members())
                 .ok_or_else(|| malformed("not the shape of a change record"))?;
-            let collection = match sluice_core::change::plain_json_str(members.collection) {
-                Some(plain) => String::from_utf8_lossy(plain),
-                None => serde_json::from_slice::<Cow<'_, str>>(members.collection)
-                    .map_err(|error| malformed(&error.to_string()))?,
-            };
+            let collection = sluice_core::change::json_str_text(members.collection)
+                .map_err(|error| malformed(&error.to_string()))?;
             let cursor = std::str::from_utf8(members.cursor)
                 .map_err(|_| malformed("a cursor that is not text"))?;
             let subject = format!("{}.{}", self.config.subject_prefix, collection);

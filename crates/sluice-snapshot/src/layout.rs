@@ -243,11 +243,8 @@ impl<'a> ChangeRow<'a> {
         let members = parts
             .members()
             .ok_or_else(|| unknown("of an unknown shape"))?;
-        let collection = match change::plain_json_str(members.collection) {
-            Some(plain) => Cow::Borrowed(text(plain)?),
-            None => serde_json::from_slice(members.collection)
-                .map_err(|error| unknown(&format!("with a bad collection ({error})")))?,
-        };
+        let collection = change::json_str_text(members.collection)
+            .map_err(|error| unknown(&format!("with a bad collection ({error})")))?;
         let op = change::plain_json_str(members.op).ok_or_else(|| unknown("with a bad op"))?;
         let doc = match parts.doc {
             b"null" => None,
