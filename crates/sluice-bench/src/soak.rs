@@ -2,7 +2,8 @@
 //! events/s over `--connections` connections (batches of `--batch-events`), document
 //! reads at `--read-rate`/s, one change stream, a SQL query every `--sql-every-s`. Every
 //! 10 s it prints what was done, the errors, the server's RSS (`--pid`) and the size of
-//! its data directory (`--data-dir`); at the end, the RSS after warm-up (the first fifth
+//! its data directory (`--data-dir`), and the server's memory by owner from `/metrics`
+//! (heap bytes in use, store caches, write buffers, document caches); at the end, the RSS after warm-up (the first fifth
 //! of the run): its first, lowest, highest and last values, and the largest data directory.
 
 use crate::{Args, Connection, event};
@@ -36,6 +37,48 @@ fn rss_mb(pid: Option<u32>) -> Option<f64> {
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// The server's memory by owner from its `/metrics`, in MB, as `name=value` pairs for the
+/// progress line: heap bytes in use, then each `sluice_memory_bytes` owner.
+async fn memory_by_owner(connection: &mut Option<Connection>, args: &Args) -> String {
+    if connection.is_none() {
+        *connection = Connection::open(&args.addr, args.token.as_deref())
+            .await
+            .ok();
+    }
+    let Some(open) = connection.as_mut() else {
+        return "memory=?".to_owned();
+    };
+    match open.get("/metrics").await {
+        Ok(200) => {}
+        _ => {
+            *connection = None;
+            return "memory=?".to_owned();
+        }
+    }
+    let text = String::from_utf8_lossy(&open.body);
+    let mut pairs = Vec::new();
+    for line in text.lines() {
+        let (name, value) = match line.rsplit_once(' ') {
+            Some((name, value)) => (name, value),
+            None => continue,
+        };
+        let name = if name == "sluice_heap_allocated_bytes" {
+            "heap"
+        } else if let Some(owner) = name
+            .strip_prefix("sluice_memory_bytes{owner=\"")
+            .and_then(|rest| rest.strip_suffix("\"}"))
+        {
+            owner
+        } else {
+            continue;
+        };
+        if let Ok(bytes) = value.parse::<f64>() {
+            pairs.push(format!("{name}_mb={:.0}", bytes / 1e6));
+        }
+    }
+    pairs.join(" ")
 }
 
 /// Bytes in the files under `path` (0 for what cannot be read: files come and go).
@@ -196,6 +239,7 @@ pub async fn run(args: Args) -> Result<()> {
     let mut rss_min_after: Option<f64> = None;
     let mut rss_last = None;
     let mut disk_max_after_mb = 0.0f64;
+    let mut metrics_connection = None;
     while Instant::now() < deadline {
         tokio::time::sleep(
             Duration::from_secs(10).min(deadline.saturating_duration_since(Instant::now())),
@@ -215,8 +259,9 @@ pub async fn run(args: Args) -> Result<()> {
             }
             disk_max_after_mb = disk_max_after_mb.max(disk_mb.unwrap_or(0.0));
         }
+        let memory = memory_by_owner(&mut metrics_connection, &args).await;
         println!(
-            "soak t={:>5.0}s events={} reads={} streamed={} queries={} errors={} rss_mb={} disk_mb={}",
+            "soak t={:>5.0}s events={} reads={} streamed={} queries={} errors={} rss_mb={} disk_mb={} {memory}",
             started.elapsed().as_secs_f64(),
             counts.events.load(Ordering::Relaxed),
             counts.reads.load(Ordering::Relaxed),

@@ -22,9 +22,13 @@ use std::process::ExitCode;
 
 /// The engine allocates many small, short-lived JSON values across threads; mimalloc
 /// measured 25-40% faster than the system allocator on the ingest benchmark. It is built
-/// without transparent huge pages: with them, page zeroing made run times vary 2x.
+/// without transparent huge pages: with them, page zeroing made run times vary 2x. Its
+/// v2 line, not v3: in the soak, v3 held 60-70 MB more resident memory for the same heap
+/// (BENCHMARKS.md, "Soak with memory by owner"). `Counting` keeps the heap bytes in use
+/// for `/metrics` (a thread-local add per call).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: sluice_alloc::Counting<mimalloc::MiMalloc> =
+    sluice_alloc::Counting::new(mimalloc::MiMalloc);
 
 #[derive(Parser)]
 #[command(

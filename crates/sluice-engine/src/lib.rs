@@ -28,7 +28,7 @@ pub use tokens::{Role, TokenCheck, TokenEntry, TokenRecord, TokenSpec};
 use serde::Serialize;
 use sluice_core::event::{CollectionSpec, Limits};
 use sluice_core::{Config, Cursor, CursorError, Key, Version, codec};
-use sluice_store::{Bytes, Store, StoreError, StoreOptions};
+use sluice_store::{Bytes, ChangeRecords, Store, StoreError, StoreOptions};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -153,6 +153,30 @@ pub struct ChangesPage {
     pub next: Cursor,
 }
 
+/// One change record as [`Engine::changes_with`] reads it: its body as stored, and the
+/// cursor just past it (the record's own `cursor` member).
+pub struct ReadRecord<'a> {
+    pub partition: u16,
+    pub offset: u64,
+    pub next: &'a Cursor,
+    /// The stored body: the record without its `cursor` member.
+    pub body: &'a [u8],
+}
+
+impl ReadRecord<'_> {
+    /// Appends the full record JSON (the body with its cursor spliced in front).
+    pub fn write_record(&self, out: &mut Vec<u8>) {
+        sluice_core::change::with_cursor(self.next, self.body, out);
+    }
+
+    /// The full record JSON in a buffer of its own.
+    pub fn to_record(&self) -> Vec<u8> {
+        let mut record = Vec::with_capacity(self.body.len() + 16 + 21 * self.next.offsets().len());
+        self.write_record(&mut record);
+        record
+    }
+}
+
 impl ChangesPage {
     /// Keeps the records (and their positions) for which `keep` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
@@ -191,6 +215,9 @@ pub(crate) struct Shared {
     /// Bumped whenever new change records become durable.
     pub changes_notify: watch::Sender<u64>,
     pub poisoned: AtomicBool,
+    /// Per partition: bytes in the writer's document cache (the writer stores it after
+    /// each batch; metrics read it).
+    pub doc_cache_bytes: Vec<AtomicU64>,
     pub components: component::Components,
     /// Every access token, by the hash of its secret.
     pub tokens: tokens::TokenTable,
@@ -285,6 +312,7 @@ impl Engine {
             retained_from: first_offsets,
             changes_notify: watch::channel(0).0,
             poisoned: AtomicBool::new(false),
+            doc_cache_bytes: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             components: Default::default(),
             tokens,
         });
@@ -553,11 +581,40 @@ impl Engine {
     /// access token limited to some collections reads the change log this way).
     pub async fn changes_in(
         &self,
-        mut after: Cursor,
+        after: Cursor,
         limit: usize,
         wait: Duration,
         collections: Option<&[impl AsRef<str>]>,
     ) -> Result<ChangesPage, EngineError> {
+        let limit = limit.clamp(1, self.shared().config.limits.changes_limit_max);
+        let mut records = Vec::with_capacity(limit);
+        let mut positions = Vec::with_capacity(limit);
+        let next = self
+            .changes_with(after, limit, wait, collections, |read| {
+                records.push(read.to_record());
+                positions.push((read.partition, read.offset));
+            })
+            .await?;
+        Ok(ChangesPage {
+            records,
+            positions,
+            next,
+        })
+    }
+
+    /// [`Engine::changes_in`] without a page: `visit` sees each record as it is read out
+    /// of the store, so a reader that writes records somewhere (an event stream) copies
+    /// each once. Returns the cursor after the last record read (past skipped records of
+    /// other collections too); `visit` is called for at most `limit` records, none when
+    /// the wait ended without any.
+    pub async fn changes_with(
+        &self,
+        mut after: Cursor,
+        limit: usize,
+        wait: Duration,
+        collections: Option<&[impl AsRef<str>]>,
+        mut visit: impl FnMut(ReadRecord<'_>),
+    ) -> Result<Cursor, EngineError> {
         let prefixes: Option<Vec<Vec<u8>>> = collections.map(|names| {
             names
                 .iter()
@@ -570,19 +627,23 @@ impl Engine {
         let mut notified = self.shared().changes_notify.subscribe();
         loop {
             notified.borrow_and_update();
-            let page = self.read_changes(&after, limit, prefixes)?;
-            if !page.records.is_empty() || Instant::now() >= deadline {
-                return Ok(page);
+            let (next, visited) = self.read_changes_with(&after, limit, prefixes, &mut visit)?;
+            if visited > 0 || Instant::now() >= deadline {
+                return Ok(next);
             }
-            if page.next != after {
+            if next != after {
                 // Only other collections' records: skip them and look again.
-                after = page.next;
+                after = next;
                 continue;
             }
             match tokio::time::timeout_at(deadline, notified.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return Err(EngineError::Closed),
-                Err(_) => return self.read_changes(&after, limit, prefixes),
+                Err(_) => {
+                    return Ok(self
+                        .read_changes_with(&after, limit, prefixes, &mut visit)?
+                        .0);
+                }
             }
         }
     }
@@ -595,8 +656,33 @@ impl Engine {
         limit: usize,
         prefixes: Option<&[Vec<u8>]>,
     ) -> Result<ChangesPage, EngineError> {
+        let mut records = Vec::with_capacity(limit);
+        let mut positions = Vec::with_capacity(limit);
+        let (next, _) =
+            self.read_changes_with(after, limit, prefixes, &mut |read: ReadRecord<'_>| {
+                records.push(read.to_record());
+                positions.push((read.partition, read.offset));
+            })?;
+        Ok(ChangesPage {
+            records,
+            positions,
+            next,
+        })
+    }
+
+    /// Reads up to `limit` records after `after` (round robin over the partitions) and
+    /// hands each kept one to `visit`; returns the cursor after the last record read and
+    /// how many were visited.
+    fn read_changes_with(
+        &self,
+        after: &Cursor,
+        limit: usize,
+        prefixes: Option<&[Vec<u8>]>,
+        visit: &mut impl FnMut(ReadRecord<'_>),
+    ) -> Result<(Cursor, usize), EngineError> {
         let shared = self.shared();
-        let mut per_partition = Vec::with_capacity(shared.durable.len());
+        let mut chunks = Vec::with_capacity(shared.durable.len());
+        let mut bounds = Vec::with_capacity(shared.durable.len());
         for (partition, durable) in shared.durable.iter().enumerate() {
             let until = durable.load(Ordering::Acquire);
             let from = after.offset(partition);
@@ -608,23 +694,29 @@ impl Engine {
                     oldest,
                 });
             }
-            per_partition.push(
+            chunks.push(
                 shared
                     .store
-                    .read_changes(partition as u16, from, until, limit)?
-                    .into_iter(),
+                    .read_change_chunks(partition as u16, from, until, limit)?,
             );
+            bounds.push((from, until));
         }
+        // Records are read out of their chunks straight into the reader's output.
+        let mut per_partition: Vec<_> = chunks
+            .iter()
+            .zip(&bounds)
+            .map(|(chunks, (from, until))| ChangeRecords::new(chunks, *from, *until))
+            .collect();
         let mut next = after.clone();
-        let mut records = Vec::with_capacity(limit);
-        let mut positions = Vec::with_capacity(limit);
+        let mut visited = 0;
         'fill: loop {
             let mut progressed = false;
             for (partition, iterator) in per_partition.iter_mut().enumerate() {
-                if records.len() == limit {
+                if visited == limit {
                     break 'fill;
                 }
-                if let Some((offset, body)) = iterator.next() {
+                if let Some(record) = iterator.next() {
+                    let (offset, body) = record?;
                     if offset != next.offset(partition) {
                         // Retention removed the records between: never skip silently.
                         let oldest = shared.retained_from[partition].load(Ordering::Acquire);
@@ -641,22 +733,20 @@ impl Engine {
                     }) {
                         continue;
                     }
-                    let mut record =
-                        Vec::with_capacity(body.len() + 16 + 21 * next.offsets().len());
-                    sluice_core::change::with_cursor(&next, &body, &mut record);
-                    records.push(record);
-                    positions.push((partition as u16, offset));
+                    visit(ReadRecord {
+                        partition: partition as u16,
+                        offset,
+                        next: &next,
+                        body,
+                    });
+                    visited += 1;
                 }
             }
             if !progressed {
                 break;
             }
         }
-        Ok(ChangesPage {
-            records,
-            positions,
-            next,
-        })
+        Ok((next, visited))
     }
 
     /// Rejected events of a collection after sequence number `after`.
@@ -821,6 +911,7 @@ impl Engine {
                 );
             }
         }
+        self.render_memory(&mut out);
         let metrics = &shared.metrics;
         metrics.commit_seconds.render(
             &mut out,
@@ -841,6 +932,40 @@ impl Engine {
             "Writer pauses waiting for the store's flushes (backpressure).",
         );
         out
+    }
+}
+
+impl Engine {
+    /// Memory by owner: what the engine and its store hold, beside what the process and
+    /// its allocator took from the OS (their difference is memory no owner accounts for).
+    fn render_memory(&self, out: &mut String) {
+        let shared = self.shared();
+        let doc_caches: u64 = shared
+            .doc_cache_bytes
+            .iter()
+            .map(|bytes| bytes.load(Ordering::Relaxed))
+            .sum();
+        out.push_str("# HELP sluice_memory_bytes Memory held, by owner.\n");
+        out.push_str("# TYPE sluice_memory_bytes gauge\n");
+        for (owner, bytes) in [
+            ("store_write_buffers", shared.store.write_buffer_bytes()),
+            ("store_block_cache", shared.store.block_cache_bytes()),
+            ("writer_doc_caches", doc_caches),
+        ] {
+            let _ = writeln!(out, "sluice_memory_bytes{{owner=\"{owner}\"}} {bytes}");
+        }
+        if let Some(resident) = sluice_alloc::resident_bytes() {
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory of the process.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {resident}"
+            );
+        }
+        if let Some(allocated) = sluice_alloc::allocated_bytes() {
+            let _ = writeln!(
+                out,
+                "# HELP sluice_heap_allocated_bytes Heap bytes allocated and not freed (the resident set minus this is what the allocator keeps, plus stacks and code).\n# TYPE sluice_heap_allocated_bytes gauge\nsluice_heap_allocated_bytes {allocated}"
+            );
+        }
     }
 }
 

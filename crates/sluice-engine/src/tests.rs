@@ -248,3 +248,48 @@ async fn cloudevents_with_versions_are_idempotent_by_version() {
         "the envelope is not stored"
     );
 }
+
+/// The writers' document caches report what they hold: rewriting one key many times
+/// keeps one entry, so the gauge must stay at about one entry's size (it once counted
+/// every replaced key again and grew without bound, which also emptied the cache early).
+#[tokio::test]
+async fn memory_metrics_report_doc_caches_without_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&config("field", 1), dir.path()).unwrap();
+    let doc_cache_bytes = |engine: &Engine| -> u64 {
+        let metrics = engine.render_metrics();
+        let line = metrics
+            .lines()
+            .find(|line| line.starts_with("sluice_memory_bytes{owner=\"writer_doc_caches\"}"))
+            .expect("doc cache gauge");
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    post(
+        &engine,
+        r#"{"id": "doctor-with-a-long-key", "v": 0, "n": 0}"#,
+    )
+    .await;
+    let one_entry = doc_cache_bytes(&engine);
+    assert!(one_entry > 0, "one cached document");
+    for v in 1..=500 {
+        post(
+            &engine,
+            &format!(r#"{{"id": "doctor-with-a-long-key", "v": {v}, "n": {v}}}"#),
+        )
+        .await;
+    }
+    let after = doc_cache_bytes(&engine);
+    assert!(
+        after <= one_entry + 16,
+        "one key rewritten 500 times: {after} bytes cached, one entry is {one_entry}"
+    );
+    let metrics = engine.render_metrics();
+    for owner in ["store_write_buffers", "store_block_cache"] {
+        assert!(
+            metrics.contains(&format!("sluice_memory_bytes{{owner=\"{owner}\"}}")),
+            "{owner} gauge in {metrics}"
+        );
+    }
+    #[cfg(target_os = "linux")]
+    assert!(metrics.contains("process_resident_memory_bytes "));
+}

@@ -112,6 +112,8 @@ impl Writer {
                 }
             }
             self.evict_if_full();
+            self.shared.doc_cache_bytes[usize::from(self.partition)]
+                .store(self.cache_bytes as u64, Ordering::Relaxed);
             // After the answers, so backpressure delays the next batch, not this one.
             self.wait_for_flushes();
         }
@@ -372,9 +374,12 @@ impl Writer {
         }
         // Only committed states enter the cache.
         for (cache_key, record) in cached {
-            self.cache_bytes += record.len() + cache_key.1.len();
+            let key_bytes = cache_key.1.len();
+            self.cache_bytes += record.len() + key_bytes;
+            // A replaced entry frees its old record and the new key (the map keeps the
+            // old one, of the same length).
             if let Some(old) = self.cache.insert(cache_key, record) {
-                self.cache_bytes -= old.len();
+                self.cache_bytes -= old.len() + key_bytes;
             }
         }
         Ok(())

@@ -455,6 +455,17 @@ async fn operations_endpoints() {
         "{}",
         metrics.text
     );
+    let metrics = api.get("/metrics").await.text;
+    for owner in [
+        "store_write_buffers",
+        "store_block_cache",
+        "writer_doc_caches",
+    ] {
+        assert!(
+            metrics.contains(&format!("sluice_memory_bytes{{owner=\"{owner}\"}}")),
+            "{metrics}"
+        );
+    }
     let stats = api.get("/v1/collections/doctor/stats").await.json();
     assert_eq!(
         stats,

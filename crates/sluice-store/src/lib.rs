@@ -278,6 +278,11 @@ impl Store {
         self.db.write_buffer_size()
     }
 
+    /// Bytes in the store's block cache (at most the configured `cache_bytes`).
+    pub fn block_cache_bytes(&self) -> u64 {
+        self.db.cache_size()
+    }
+
     pub fn batch(&self) -> Batch<'_> {
         Batch {
             store: self,
@@ -368,7 +373,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Change records of `partition` with offsets in `from..until`, at most `limit`.
+    /// Change records of `partition` from offset `from` (inclusive) to `until`
+    /// (exclusive), at most `limit`, copied out of their chunks (tests and tools; readers
+    /// on the hot path use [`Store::read_change_chunks`] and [`ChangeRecords`]).
     pub fn read_changes(
         &self,
         partition: u16,
@@ -376,6 +383,23 @@ impl Store {
         until: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Bytes)>> {
+        let chunks = self.read_change_chunks(partition, from, until, limit)?;
+        ChangeRecords::new(&chunks, from, until)
+            .take(limit)
+            .map(|record| record.map(|(offset, body)| (offset, Bytes::from(body))))
+            .collect()
+    }
+
+    /// The chunks of `partition` that hold its change records from `from` (inclusive) to
+    /// `until` (exclusive), enough of them for `limit` records; [`ChangeRecords`] walks
+    /// their records without copying them.
+    pub fn read_change_chunks(
+        &self,
+        partition: u16,
+        from: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredChunk>> {
         if from >= until || limit == 0 {
             return Ok(Vec::new());
         }
@@ -388,27 +412,24 @@ impl Store {
             Some(guard) => guard.key()?.to_vec(),
             None => change_key(partition, from).to_vec(),
         };
-        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut chunks = Vec::new();
+        let mut covered = 0u64;
         for guard in self
             .changes(partition)
             .range(start..change_key(partition, until).to_vec())
         {
-            let (key, chunk) = guard.into_inner()?;
+            let (key, bytes) = guard.into_inner()?;
             let (_, first) = decode_change_key(&key)?;
-            for (index, body) in ChunkIter::new(&chunk)?.enumerate() {
-                let offset = first + index as u64;
-                if offset < from {
-                    continue;
-                }
-                if offset >= until || out.len() == limit {
-                    return Ok(out);
-                }
-                out.push((offset, Bytes::from(body?)));
+            let count = u64::from(chunk_count(&bytes)?);
+            // Records before `from` (in the first chunk) do not count towards the limit.
+            covered += (first + count).saturating_sub(from.max(first));
+            chunks.push(StoredChunk { first, bytes });
+            if covered >= limit as u64 {
+                break;
             }
         }
-        Ok(out)
+        Ok(chunks)
     }
-
     /// Frees the disk of `partition`'s change records before `offset`, which retention has
     /// already removed (their removal is committed): drops every table of the LSM tree
     /// that holds only such records. Tables that also hold newer records stay until
@@ -786,6 +807,73 @@ fn chunk_count(chunk: &[u8]) -> Result<u32> {
         what: "change-log chunk",
     })?;
     Ok(u32::from_le_bytes([count[0], count[1], count[2], count[3]]))
+}
+
+/// One stored chunk of change records (one committed batch of a partition).
+pub struct StoredChunk {
+    /// The offset of its first record.
+    first: u64,
+    bytes: Bytes,
+}
+
+/// The records of consecutive chunks with offsets in `from..until`, as `(offset, body)`,
+/// borrowed from the chunks; a malformed chunk ends the walk with an error.
+pub struct ChangeRecords<'a> {
+    chunks: std::slice::Iter<'a, StoredChunk>,
+    current: Option<(u64, ChunkIter<'a>)>,
+    from: u64,
+    until: u64,
+}
+
+impl<'a> ChangeRecords<'a> {
+    pub fn new(chunks: &'a [StoredChunk], from: u64, until: u64) -> Self {
+        Self {
+            chunks: chunks.iter(),
+            current: None,
+            from,
+            until,
+        }
+    }
+}
+
+impl<'a> Iterator for ChangeRecords<'a> {
+    type Item = Result<(u64, &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((offset, bodies)) = &mut self.current {
+                match bodies.next() {
+                    Some(Ok(body)) => {
+                        let record_offset = *offset;
+                        *offset += 1;
+                        if record_offset < self.from {
+                            continue;
+                        }
+                        if record_offset >= self.until {
+                            self.chunks = [].iter();
+                            self.current = None;
+                            return None;
+                        }
+                        return Some(Ok((record_offset, body)));
+                    }
+                    Some(Err(error)) => {
+                        self.chunks = [].iter();
+                        self.current = None;
+                        return Some(Err(error));
+                    }
+                    None => self.current = None,
+                }
+            }
+            let chunk = self.chunks.next()?;
+            match ChunkIter::new(&chunk.bytes) {
+                Ok(bodies) => self.current = Some((chunk.first, bodies)),
+                Err(error) => {
+                    self.chunks = [].iter();
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
 }
 
 /// The bodies of a change-log chunk, checked against the chunk's length as they are read.

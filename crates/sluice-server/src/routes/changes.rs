@@ -13,7 +13,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sluice_core::Cursor;
-use sluice_engine::Engine;
+use sluice_engine::{Engine, ReadRecord};
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa_axum::router::OpenApiRouter;
@@ -124,6 +124,9 @@ struct StreamState {
     cursor: Cursor,
     collections: Option<Vec<String>>,
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// The size of the last body chunk: the next one is allocated at about that size
+    /// instead of growing by doubling.
+    chunk_bytes_last: usize,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -172,33 +175,34 @@ async fn changes_stream(
         cursor,
         collections,
         stopping: state.stopping.clone(),
+        chunk_bytes_last: 0,
         _permit: permit,
     };
     // One body chunk per page of records, not one per record: at tens of thousands of
     // records a second, a frame and a write per record was most of a stream's cost.
+    // Records go from the store's chunks straight into the body chunk (one copy each).
     let chunks = futures_util::stream::unfold(start, move |mut stream| async move {
-        let read = stream.engine.changes_in(
+        let mut out = Vec::with_capacity(stream.chunk_bytes_last + stream.chunk_bytes_last / 8);
+        let read = stream.engine.changes_with(
             stream.cursor.clone(),
             STREAM_PAGE_RECORDS,
             STREAM_WAIT.min(heartbeat),
             stream.collections.as_deref(),
+            |record| write_sse_event(&mut out, &record),
         );
-        let page = tokio::select! {
-            page = read => page.ok()?,
+        let next = tokio::select! {
+            next = read => next.ok()?,
             () = stopped(stream.stopping.clone()) => return None,
         };
-        stream.cursor = page.next;
-        if page.records.is_empty() {
+        stream.cursor = next;
+        stream.chunk_bytes_last = out.len();
+        if out.is_empty() {
             // Nothing for a heartbeat interval: a comment keeps proxies from closing the
             // idle stream.
             return Some((
                 Ok::<_, std::convert::Infallible>(Bytes::from_static(b":\n\n")),
                 stream,
             ));
-        }
-        let mut out = Vec::with_capacity(page.records.iter().map(|record| record.len() + 48).sum());
-        for record in &page.records {
-            write_sse_event(&mut out, record);
         }
         Some((Ok(Bytes::from(out)), stream))
     });
@@ -213,24 +217,53 @@ async fn changes_stream(
 }
 
 /// Appends one `change` event: the record's cursor as its `id`, the record as its data.
-fn write_sse_event(out: &mut Vec<u8>, record: &[u8]) {
-    // Records are compact JSON (one line) that start with `{"cursor":"<digits and dots>"`.
-    let cursor = record
-        .strip_prefix(b"{\"cursor\":\"")
-        .and_then(|rest| rest.get(..memchr::memchr(b'"', rest)?))
-        .unwrap_or_default();
+fn write_sse_event(out: &mut Vec<u8>, record: &ReadRecord<'_>) {
     out.extend_from_slice(b"event: change\nid: ");
-    out.extend_from_slice(cursor);
+    record.next.write_text(out);
+    out.extend_from_slice(b"\ndata: ");
+    let start = out.len();
+    record.write_record(out);
     // A record has no raw newline (JSON escapes them); should one appear, each line is
     // its own `data:` line, as the format asks.
-    if memchr::memchr(b'\n', record).is_none() {
-        out.extend_from_slice(b"\ndata: ");
-        out.extend_from_slice(record);
-    } else {
-        for line in record.split(|byte| *byte == b'\n') {
-            out.extend_from_slice(b"\ndata: ");
+    if memchr::memchr(b'\n', &out[start..]).is_some() {
+        let written = out.split_off(start);
+        for (index, line) in written.split(|byte| *byte == b'\n').enumerate() {
+            if index > 0 {
+                out.extend_from_slice(b"\ndata: ");
+            }
             out.extend_from_slice(line);
         }
     }
     out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn sse_events_carry_the_cursor_and_split_raw_newlines() {
+        let mut next = Cursor::start(2);
+        next.set(1, 8);
+        let event = |body: &'static [u8]| {
+            let mut out = b"earlier\n\n".to_vec();
+            let record = ReadRecord {
+                partition: 1,
+                offset: 7,
+                next: &next,
+                body,
+            };
+            write_sse_event(&mut out, &record);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            event(br#"{"collection":"doctor","x":"a"}"#),
+            "earlier\n\nevent: change\nid: 0.8\ndata: {\"cursor\":\"0.8\",\"collection\":\"doctor\",\"x\":\"a\"}\n\n"
+        );
+        assert_eq!(
+            event(b"{\"a\":1,\n\"b\":2}"),
+            "earlier\n\nevent: change\nid: 0.8\ndata: {\"cursor\":\"0.8\",\"a\":1,\ndata: \"b\":2}\n\n"
+        );
+    }
 }
