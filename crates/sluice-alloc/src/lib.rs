@@ -52,6 +52,15 @@ pub fn allocated_bytes() -> Option<u64> {
     Some(ALLOCATED.load(Ordering::Relaxed).max(0) as u64)
 }
 
+/// Counts `delta` bytes when `pointer` is an allocation that succeeded; returns `pointer`.
+#[inline]
+fn counted(pointer: *mut u8, delta: i64) -> *mut u8 {
+    if !pointer.is_null() {
+        count(delta);
+    }
+    pointer
+}
+
 #[inline]
 fn count(delta: i64) {
     let flushed = BALANCE.try_with(|balance| {
@@ -79,21 +88,16 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees (non-zero size layout).
-        let pointer = unsafe { self.inner.alloc(layout) };
-        if !pointer.is_null() {
-            count(layout.size() as i64);
-        }
-        pointer
+        counted(unsafe { self.inner.alloc(layout) }, layout.size() as i64)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
-        let pointer = unsafe { self.inner.alloc_zeroed(layout) };
-        if !pointer.is_null() {
-            count(layout.size() as i64);
-        }
-        pointer
+        counted(
+            unsafe { self.inner.alloc_zeroed(layout) },
+            layout.size() as i64,
+        )
     }
 
     #[inline]
@@ -108,17 +112,24 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
     unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as for `dealloc`, and the caller guarantees `new_size` is valid.
         let moved = unsafe { self.inner.realloc(pointer, layout, new_size) };
-        if !moved.is_null() {
-            count(new_size as i64 - layout.size() as i64);
-        }
-        moved
+        counted(moved, new_size as i64 - layout.size() as i64)
     }
 }
 
 /// The process's resident set in bytes, from `/proc/self/status` (Linux); `None` where
 /// there is no such file or it has no `VmRSS` line.
 pub fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    resident_bytes_in("/proc/self/status")
+}
+
+/// The resident set of process `pid` in bytes (Linux), as [`resident_bytes`] reads its
+/// own; a load tool watches a server this way.
+pub fn resident_bytes_of(pid: u32) -> Option<u64> {
+    resident_bytes_in(&format!("/proc/{pid}/status"))
+}
+
+fn resident_bytes_in(status_path: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_path).ok()?;
     resident_bytes_from_status(&status)
 }
 

@@ -178,6 +178,21 @@ impl ReadRecord<'_> {
 }
 
 impl ChangesPage {
+    /// An empty page at `next`, with room for `limit` records.
+    fn with_capacity(limit: usize, next: Cursor) -> Self {
+        Self {
+            records: Vec::with_capacity(limit),
+            positions: Vec::with_capacity(limit),
+            next,
+        }
+    }
+
+    /// Appends a record as [`Engine::changes_with`] read it.
+    fn push(&mut self, read: ReadRecord<'_>) {
+        self.records.push(read.to_record());
+        self.positions.push((read.partition, read.offset));
+    }
+
     /// Keeps the records (and their positions) for which `keep` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
         debug_assert_eq!(self.records.len(), self.positions.len());
@@ -587,19 +602,12 @@ impl Engine {
         collections: Option<&[impl AsRef<str>]>,
     ) -> Result<ChangesPage, EngineError> {
         let limit = limit.clamp(1, self.shared().config.limits.changes_limit_max);
-        let mut records = Vec::with_capacity(limit);
-        let mut positions = Vec::with_capacity(limit);
+        let mut page = ChangesPage::with_capacity(limit, after.clone());
         let next = self
-            .changes_with(after, limit, wait, collections, |read| {
-                records.push(read.to_record());
-                positions.push((read.partition, read.offset));
-            })
+            .changes_with(after, limit, wait, collections, |read| page.push(read))
             .await?;
-        Ok(ChangesPage {
-            records,
-            positions,
-            next,
-        })
+        page.next = next;
+        Ok(page)
     }
 
     /// [`Engine::changes_in`] without a page: `visit` sees each record as it is read out
@@ -656,18 +664,11 @@ impl Engine {
         limit: usize,
         prefixes: Option<&[Vec<u8>]>,
     ) -> Result<ChangesPage, EngineError> {
-        let mut records = Vec::with_capacity(limit);
-        let mut positions = Vec::with_capacity(limit);
+        let mut page = ChangesPage::with_capacity(limit, after.clone());
         let (next, _) =
-            self.read_changes_with(after, limit, prefixes, &mut |read: ReadRecord<'_>| {
-                records.push(read.to_record());
-                positions.push((read.partition, read.offset));
-            })?;
-        Ok(ChangesPage {
-            records,
-            positions,
-            next,
-        })
+            self.read_changes_with(after, limit, prefixes, &mut |read| page.push(read))?;
+        page.next = next;
+        Ok(page)
     }
 
     /// Reads up to `limit` records after `after` (round robin over the partitions) and
@@ -681,8 +682,8 @@ impl Engine {
         visit: &mut impl FnMut(ReadRecord<'_>),
     ) -> Result<(Cursor, usize), EngineError> {
         let shared = self.shared();
-        let mut chunks = Vec::with_capacity(shared.durable.len());
-        let mut bounds = Vec::with_capacity(shared.durable.len());
+        // Per partition: the offsets to read (`from..until`) and the chunks that hold them.
+        let mut reads = Vec::with_capacity(shared.durable.len());
         for (partition, durable) in shared.durable.iter().enumerate() {
             let until = durable.load(Ordering::Acquire);
             let from = after.offset(partition);
@@ -694,18 +695,15 @@ impl Engine {
                     oldest,
                 });
             }
-            chunks.push(
-                shared
-                    .store
-                    .read_change_chunks(partition as u16, from, until, limit)?,
-            );
-            bounds.push((from, until));
+            let chunks = shared
+                .store
+                .read_change_chunks(partition as u16, from, until, limit)?;
+            reads.push((from, until, chunks));
         }
         // Records are read out of their chunks straight into the reader's output.
-        let mut per_partition: Vec<_> = chunks
+        let mut per_partition: Vec<_> = reads
             .iter()
-            .zip(&bounds)
-            .map(|(chunks, (from, until))| ChangeRecords::new(chunks, *from, *until))
+            .map(|(from, until, chunks)| ChangeRecords::new(chunks, *from, *until))
             .collect();
         let mut next = after.clone();
         let mut visited = 0;

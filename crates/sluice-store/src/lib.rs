@@ -430,6 +430,7 @@ impl Store {
         }
         Ok(chunks)
     }
+
     /// Frees the disk of `partition`'s change records before `offset`, which retention has
     /// already removed (their removal is committed): drops every table of the LSM tree
     /// that holds only such records. Tables that also hold newer records stay until
@@ -834,6 +835,12 @@ impl<'a> ChangeRecords<'a> {
             until,
         }
     }
+
+    /// Ends the walk: `until` was reached or a chunk is malformed.
+    fn finish(&mut self) {
+        self.chunks = [].iter();
+        self.current = None;
+    }
 }
 
 impl<'a> Iterator for ChangeRecords<'a> {
@@ -850,15 +857,13 @@ impl<'a> Iterator for ChangeRecords<'a> {
                             continue;
                         }
                         if record_offset >= self.until {
-                            self.chunks = [].iter();
-                            self.current = None;
+                            self.finish();
                             return None;
                         }
                         return Some(Ok((record_offset, body)));
                     }
                     Some(Err(error)) => {
-                        self.chunks = [].iter();
-                        self.current = None;
+                        self.finish();
                         return Some(Err(error));
                     }
                     None => self.current = None,
@@ -868,7 +873,7 @@ impl<'a> Iterator for ChangeRecords<'a> {
             match ChunkIter::new(&chunk.bytes) {
                 Ok(bodies) => self.current = Some((chunk.first, bodies)),
                 Err(error) => {
-                    self.chunks = [].iter();
+                    self.finish();
                     return Some(Err(error));
                 }
             }
