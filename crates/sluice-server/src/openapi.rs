@@ -170,6 +170,18 @@ pub struct HealthBody {
     pub components: Value,
 }
 
+/// One server-sent event of `/v1/changes/stream` as an SSE parser reads it (on the wire:
+/// `event:`, `id:` and `data:` lines; heartbeats are comments, not events).
+#[derive(Serialize, ToSchema)]
+pub struct ChangeStreamEvent {
+    /// Always `change`.
+    pub event: String,
+    /// The record's cursor: a client that reconnects sends it as `Last-Event-ID`.
+    pub id: String,
+    /// The change record's JSON, as `GET /v1/changes` returns each record.
+    pub data: String,
+}
+
 /// The generated spec, completed (see the module comment).
 pub fn spec(generated: utoipa::openapi::OpenApi) -> Value {
     let mut spec = serde_json::to_value(&generated).unwrap_or_else(|_| json!({}));

@@ -143,7 +143,7 @@ struct StreamState {
         ("collection" = Option<String>, Query, description = "Only this collection's records"),
         ("Last-Event-ID" = Option<String>, Header, pattern = r"^[0-9]+(\.[0-9]+)*$", description = "Resume after this cursor"),
     ),
-    responses((status = 200, description = "An endless stream of `change` events", content_type = "text/event-stream", body = String)),
+    responses((status = 200, description = "An endless stream of `change` events", content_type = "text/event-stream", body = crate::openapi::ChangeStreamEvent)),
     security(("token" = ["reader"]))
 )]
 async fn changes_stream(
