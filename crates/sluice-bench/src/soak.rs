@@ -3,8 +3,10 @@
 //! reads at `--read-rate`/s, one change stream, a SQL query every `--sql-every-s`. Every
 //! 10 s it prints what was done, the errors, the server's RSS (`--pid`) and the size of
 //! its data directory (`--data-dir`), and the server's memory by owner from `/metrics`
-//! (heap bytes in use, store caches, write buffers, document caches); at the end, the RSS after warm-up (the first fifth
-//! of the run): its first, lowest, highest and last values, and the largest data directory.
+//! (heap bytes in use, store caches, write buffers, document caches); at the end, the
+//! RSS after warm-up (the first fifth of the run): its first, lowest, highest and last
+//! values, the means of four equal windows after warm-up (the trend, which the write
+//! buffers' fill-and-flush sawtooth does not decide), and the largest data directory.
 
 use crate::{Args, Connection, event};
 use anyhow::{Context, Result};
@@ -32,31 +34,38 @@ impl Counts {
     }
 }
 
+/// The server's resident set in MiB (printed as `rss_mb`, as before).
 fn rss_mb(pid: Option<u32>) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    Some(sluice_alloc::resident_bytes_of(pid?)? as f64 / (1024.0 * 1024.0))
 }
 
 /// The server's memory by owner from its `/metrics`, in MB, as `name=value` pairs for the
 /// progress line: heap bytes in use, then each `sluice_memory_bytes` owner.
 async fn memory_by_owner(connection: &mut Option<Connection>, args: &Args) -> String {
-    if connection.is_none() {
-        *connection = Connection::open(&args.addr, args.token.as_deref())
-            .await
-            .ok();
-    }
-    let Some(open) = connection.as_mut() else {
-        return "memory=?".to_owned();
-    };
-    match open.get("/metrics").await {
-        Ok(200) => {}
-        _ => {
-            *connection = None;
+    // The server closes a keep-alive connection that idles between scrapes: a failed
+    // scrape on a kept connection is tried once more on a new one.
+    let mut fresh = false;
+    loop {
+        if connection.is_none() {
+            *connection = Connection::open(&args.addr, args.token.as_deref())
+                .await
+                .ok();
+            fresh = true;
+        }
+        let Some(open) = connection.as_mut() else {
+            return "memory=?".to_owned();
+        };
+        if let Ok(200) = open.get("/metrics").await {
+            break;
+        }
+        *connection = None;
+        if fresh {
             return "memory=?".to_owned();
         }
     }
+    let Some(open) = connection.as_ref() else {
+        return "memory=?".to_owned();
+    };
     let text = String::from_utf8_lossy(&open.body);
     let mut pairs = Vec::new();
     for line in text.lines() {
@@ -79,6 +88,26 @@ async fn memory_by_owner(connection: &mut Option<Connection>, args: &Args) -> St
         }
     }
     pairs.join(" ")
+}
+
+/// Windows after warm-up, for a reading of the resident set's trend that the sawtooth of
+/// the write buffers (filled, then flushed) and of each compaction does not decide.
+const RSS_WINDOWS: usize = 4;
+
+/// The mean of the samples in each of [`RSS_WINDOWS`] equal windows of `[from_s, to_s)`
+/// (a window without samples is left out).
+fn window_means(samples: &[(f64, f64)], from_s: f64, to_s: f64) -> Vec<f64> {
+    let width_s = ((to_s - from_s) / RSS_WINDOWS as f64).max(f64::MIN_POSITIVE);
+    let mut sums = [(0.0f64, 0usize); RSS_WINDOWS];
+    for &(at_s, mb) in samples {
+        let window = (((at_s - from_s) / width_s).max(0.0) as usize).min(RSS_WINDOWS - 1);
+        sums[window].0 += mb;
+        sums[window].1 += 1;
+    }
+    sums.iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(sum, count)| sum / *count as f64)
+        .collect()
 }
 
 /// Bytes in the files under `path` (0 for what cannot be read: files come and go).
@@ -238,6 +267,8 @@ pub async fn run(args: Args) -> Result<()> {
     let mut rss_max_after: f64 = 0.0;
     let mut rss_min_after: Option<f64> = None;
     let mut rss_last = None;
+    // (seconds since the start, MB) of every sample after warm-up.
+    let mut rss_samples_after: Vec<(f64, f64)> = Vec::new();
     let mut disk_max_after_mb = 0.0f64;
     let mut metrics_connection = None;
     while Instant::now() < deadline {
@@ -256,6 +287,7 @@ pub async fn run(args: Args) -> Result<()> {
                 rss_after_warm_up.get_or_insert(rss);
                 rss_max_after = rss_max_after.max(rss);
                 rss_min_after = Some(rss_min_after.map_or(rss, |min| min.min(rss)));
+                rss_samples_after.push((started.elapsed().as_secs_f64(), rss));
             }
             disk_max_after_mb = disk_max_after_mb.max(disk_mb.unwrap_or(0.0));
         }
@@ -277,8 +309,21 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let first = rss_after_warm_up.unwrap_or(0.0);
+    let window_means = window_means(&rss_samples_after, warm_up.as_secs_f64(), seconds);
+    let window_growth_pct = match (
+        window_means.first(),
+        window_means.iter().copied().reduce(f64::max),
+    ) {
+        (Some(&first), Some(max)) if first > 0.0 => (max - first) / first * 100.0,
+        _ => 0.0,
+    };
+    let window_means_text = window_means
+        .iter()
+        .map(|mean| format!("{mean:.0}"))
+        .collect::<Vec<_>>()
+        .join("/");
     println!(
-        "RESULT sluice-soak wall_s={seconds:.0} events={} events_per_s={:.0} reads={} streamed={} queries={} errors={} rss_after_warm_up_mb={first:.0} rss_min_mb={:.0} rss_max_mb={rss_max_after:.0} rss_last_mb={:.0} rss_growth_pct={:.1} rss_spread_pct={:.1} disk_max_mb={disk_max_after_mb:.0}",
+        "RESULT sluice-soak wall_s={seconds:.0} events={} events_per_s={:.0} reads={} streamed={} queries={} errors={} rss_after_warm_up_mb={first:.0} rss_min_mb={:.0} rss_max_mb={rss_max_after:.0} rss_last_mb={:.0} rss_growth_pct={:.1} rss_spread_pct={:.1} rss_window_means_mb={window_means_text} rss_window_growth_pct={window_growth_pct:.1} disk_max_mb={disk_max_after_mb:.0}",
         counts.events.load(Ordering::Relaxed),
         counts.events.load(Ordering::Relaxed) as f64 / seconds,
         counts.reads.load(Ordering::Relaxed),
@@ -334,4 +379,15 @@ async fn follow(args: &Args, counts: &Counts, deadline: Instant) -> Result<()> {
         carry.drain(..carry.len() - keep);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn window_means_average_each_window_and_skip_empty_ones() {
+        let samples = [(100.0, 1.0), (200.0, 3.0), (900.0, 5.0), (1_000.0, 7.0)];
+        // Four windows of 250 s over [0, 1000): the sample at the end joins the last one.
+        assert_eq!(super::window_means(&samples, 0.0, 1_000.0), vec![2.0, 6.0]);
+        assert!(super::window_means(&[], 0.0, 1_000.0).is_empty());
+    }
 }

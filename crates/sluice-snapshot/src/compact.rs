@@ -22,7 +22,7 @@ use std::sync::Arc;
 /// Rows per snapshot file.
 const FILE_ROWS_MAX: u64 = 1 << 20;
 /// Tasks that read and write a compaction's files (this machine class has 2 cores).
-const WRITERS: usize = 2;
+pub(crate) const WRITERS: usize = 2;
 
 /// What a compaction reports as it goes.
 #[derive(Clone, Debug)]

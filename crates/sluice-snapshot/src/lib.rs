@@ -84,10 +84,13 @@ pub struct Snapshots {
 struct Inner {
     engine: Engine,
     config: SnapshotsConfig,
+    /// Where a relative `snapshots.store` lives; each compaction opens the store anew.
+    data_dir: std::path::PathBuf,
     objects: Objects,
     layouts: Vec<Layout>,
-    /// One compaction at a time.
-    compacting: tokio::sync::Mutex<()>,
+    /// One compaction at a time; held by the compaction's thread until it ends, even
+    /// when the caller stops waiting.
+    compacting: Arc<tokio::sync::Mutex<()>>,
     /// The running archiver's on-demand requests; `None` until `start`.
     archiver: std::sync::Mutex<Option<mpsc::Sender<archiver::Request>>>,
 }
@@ -126,9 +129,10 @@ impl Snapshots {
             inner: Arc::new(Inner {
                 engine: engine.clone(),
                 config,
+                data_dir: data_dir.to_path_buf(),
                 objects,
                 layouts,
-                compacting: tokio::sync::Mutex::new(()),
+                compacting: Arc::new(tokio::sync::Mutex::new(())),
                 archiver: std::sync::Mutex::new(None),
             }),
         })
@@ -240,21 +244,68 @@ impl Snapshots {
     }
 
     /// Compacts what is archived of `collection` into a new snapshot.
+    /// Compacts `collection` on threads of its own: a runtime made for this compaction,
+    /// with its own connection to the store, all gone when it ends. A compaction
+    /// allocates and frees hundreds of MB in a few seconds; on the server's worker
+    /// threads that churn was interleaved with their long-lived allocations, and the
+    /// allocator kept the pages both shared (the soak's resident set stepped up at each
+    /// compaction while the heap in use stayed flat). A thread that exits hands its heap
+    /// back instead. The compaction runs to its end even if the caller stops waiting,
+    /// and the next one waits for it.
     pub async fn compact(
         &self,
         collection: &str,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Manifest, SnapshotError> {
-        let layout = self.layout(collection)?;
-        let _one_at_a_time = self.inner.compacting.lock().await;
-        compact::compact(
-            &self.inner.objects,
-            layout,
-            &self.inner.config,
-            usize::from(self.inner.engine.partitions()),
-            progress,
-        )
-        .await
+        let layout = self.layout(collection)?.clone();
+        let one_at_a_time = Arc::clone(&self.inner.compacting).lock_owned().await;
+        let objects = Objects::open(&self.inner.config, &self.inner.data_dir)?;
+        let config = self.inner.config.clone();
+        let partitions = usize::from(self.inner.engine.partitions());
+        let (steps, mut steps_received) = mpsc::channel(PROGRESS_STEPS_QUEUED_MAX);
+        let thread = std::thread::Builder::new()
+            .name("sluice-compact".to_owned())
+            .spawn(move || {
+                let runtime = compaction_runtime()?;
+                let report = |step: Progress| {
+                    // Progress is for people watching; a full queue drops a step.
+                    let _ = steps.try_send(step);
+                };
+                let result = runtime.block_on(compact::compact(
+                    &objects, &layout, &config, partitions, &report,
+                ));
+                // Joins the runtime's threads.
+                drop(runtime);
+                result
+            })
+            .map_err(|error| {
+                SnapshotError::Internal(format!("starting the compaction thread: {error}"))
+            })?;
+        // The lock goes once the thread has ended, whether or not the caller still waits.
+        let (reply, mut answer) = oneshot::channel();
+        tokio::spawn(async move {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            drop(one_at_a_time);
+            let _ = reply.send(match joined {
+                Ok(Ok(result)) => result,
+                _ => Err(SnapshotError::Internal(
+                    "the compaction thread panicked".to_owned(),
+                )),
+            });
+        });
+        loop {
+            tokio::select! {
+                Some(step) = steps_received.recv() => progress(step),
+                result = &mut answer => {
+                    while let Ok(step) = steps_received.try_recv() {
+                        progress(step);
+                    }
+                    return result.map_err(|_| {
+                        SnapshotError::Internal("the compaction thread ended without an answer".to_owned())
+                    })?;
+                }
+            }
+        }
     }
 
     pub async fn query(
@@ -295,6 +346,20 @@ impl Snapshots {
         self.layout(collection)?;
         self.inner.objects.latest(collection).await
     }
+}
+
+/// Progress steps a compaction may queue for its caller (a compaction reports a few).
+const PROGRESS_STEPS_QUEUED_MAX: usize = 64;
+
+/// The runtime one compaction runs on: its reader and writer tasks, on threads of their
+/// own (see [`Snapshots::compact`]).
+fn compaction_runtime() -> Result<tokio::runtime::Runtime, SnapshotError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(compact::WRITERS)
+        .thread_name("sluice-compact")
+        .enable_all()
+        .build()
+        .map_err(|error| SnapshotError::Internal(format!("the compaction runtime: {error}")))
 }
 
 /// A DataFusion session over the object store, within the memory budget (operators that
