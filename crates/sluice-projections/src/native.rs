@@ -1,0 +1,105 @@
+//! Native projections: the [`Projector`] trait implemented in Rust, for when a script is
+//! too slow. [`DoctorProfile`] computes what
+//! `examples/healthcare/projections/doctor_profile.js` computes, entry for entry.
+
+use crate::{CallError, Entry, Lookup, Projected, Projector, Read};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// A doctor with the name and city of each of its locations (`location_ids`, or the
+/// single `location_id`), keyed by `doctor_id`.
+#[derive(Debug, Default)]
+pub struct DoctorProfile;
+
+impl Projector for DoctorProfile {
+    fn version_hash(&self) -> &str {
+        concat!("native:doctor_profile:", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn project(&mut self, source: &str, lookup: &Arc<dyn Lookup>) -> Result<Projected, CallError> {
+        let doctor: Value =
+            serde_json::from_str(source).map_err(|error| CallError::Source(error.to_string()))?;
+        let Some(key) = key_text(doctor.get("doctor_id")) else {
+            return Err(CallError::Shape("no key".to_owned()));
+        };
+        let ids: Vec<&Value> = match (doctor.get("location_ids"), doctor.get("location_id")) {
+            (Some(Value::Array(ids)), _) => ids.iter().collect(),
+            (_, Some(id)) if !id.is_null() => vec![id],
+            _ => Vec::new(),
+        };
+        let mut reads = Vec::new();
+        let mut locations = Vec::new();
+        for id in ids {
+            let Some(id) = key_text(Some(id)) else {
+                continue;
+            };
+            let read = Read {
+                collection: "location".to_owned(),
+                key: id.clone(),
+            };
+            if !reads.contains(&read) {
+                reads.push(read);
+            }
+            let Some(text) = lookup.get("location", &id)? else {
+                continue;
+            };
+            let location: Value = serde_json::from_str(&text)
+                .map_err(|error| CallError::Source(format!("location {id}: {error}")))?;
+            locations.push(object_text(&[
+                ("id", location.get("location_id")),
+                ("name", location.get("name")),
+                ("city", location.get("city")),
+            ]));
+        }
+        let locations = format!("[{}]", locations.join(","));
+        let mut value = object_text(&[
+            ("name", doctor.get("name")),
+            ("specialty", doctor.get("specialty")),
+        ]);
+        // `locations` last, as the script writes it.
+        value.pop();
+        if value.len() > 1 {
+            value.push(',');
+        }
+        value.push_str("\"locations\":");
+        value.push_str(&locations);
+        value.push('}');
+        Ok(Projected {
+            entries: vec![Entry { key, value }],
+            reads,
+        })
+    }
+}
+
+/// A JSON object of the fields that are present, in the order given (`serde_json`'s
+/// maps sort their keys; a script's objects keep the order they were written in).
+fn object_text(fields: &[(&str, Option<&Value>)]) -> String {
+    let mut text = String::from("{");
+    for (name, value) in fields {
+        let Some(value) = value else {
+            continue;
+        };
+        if text.len() > 1 {
+            text.push(',');
+        }
+        text.push_str(&Value::String((*name).to_owned()).to_string());
+        text.push(':');
+        text.push_str(&value.to_string());
+    }
+    text.push('}');
+    text
+}
+
+/// A key as `ctx.get` takes it: a string as is, a number as JavaScript prints it.
+fn key_text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(match number.as_f64() {
+            Some(float) if float.fract() == 0.0 && float.abs() < 9e15 => {
+                format!("{}", float as i64)
+            }
+            _ => number.to_string(),
+        }),
+        _ => None,
+    }
+}
