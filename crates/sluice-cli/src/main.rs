@@ -468,6 +468,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn serve(args: &ConfigArgs, listen: Option<SocketAddr>, insecure_no_auth: bool) -> Result<()> {
     let (config, data_dir) = load_config(args)?;
+    if let Some(projection) = config.projections.first() {
+        // Parsed and checked (`sluice validate`), not yet run: refusing beats serving a
+        // config whose read models silently never fill.
+        anyhow::bail!(
+            "projection {:?}: [[projections]] are not run by this build yet; remove them to serve",
+            projection.name
+        );
+    }
     let address = listen.unwrap_or(config.server.listen);
     let config_dir = args.config.parent().unwrap_or(Path::new(".")).to_owned();
     let tls = match &config.server.tls {

@@ -1,8 +1,8 @@
 //! `sluice validate --config FILE`: checks a config without starting anything and
 //! reports every problem it can find with its line: every syntax error, else the first
 //! error of structure (an unknown key, a wrong type: deserialization stops there), else
-//! every problem of meaning (`Config::problems`) and every file the server would read
-//! but cannot.
+//! every problem of meaning (`Config::problems`), every file the server would read
+//! but cannot, and every projection script that does not compile.
 
 use anyhow::{Context, Result};
 use sluice_core::Config;
@@ -78,6 +78,15 @@ pub fn check(text: &str, config_dir: &Path) -> Vec<Finding> {
     }
     if let Some(file) = &config.server.admin_token_file {
         needs_file("server.admin_token_file", file, "the admin token file");
+    }
+    for (index, projection) in config.projections.iter().enumerate() {
+        if let Err(message) = sluice_projections::check_script(projection, config_dir) {
+            findings.push(Finding {
+                line: locate(document.get_ref(), &format!("projections[{index}].script"))
+                    .map(|at| line_of(text, at)),
+                message,
+            });
+        }
     }
     // In the file's order; problems without a line last.
     findings.sort_by_key(|finding| finding.line.unwrap_or(usize::MAX));
@@ -172,5 +181,42 @@ mod tests {
         );
         assert!(found[3].1.contains("defined twice"), "{found:?}");
         assert!(found[4].1.contains("missing.token"), "{found:?}");
+    }
+
+    #[test]
+    fn projections_are_checked_down_to_their_scripts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("bad.js"),
+            "export default function (d) {\n  return {key: d.id,, value: 1};\n}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("good.js"),
+            "export default function (d) { return null; }\n",
+        )
+        .unwrap();
+        let text = "[[collections]]\nname = \"doctor\"\nkey = [\"/doctor_id\"]\n\
+                    [[projections]]\nname = \"good\"\nsource = \"doctor\"\nscript = \"good.js\"\n\
+                    [[projections]]\nname = \"bad\"\nsource = \"doctor\"\nscript = \"bad.js\"\n\
+                    [[projections]]\nname = \"gone\"\nsource = \"doctor\"\nscript = \"gone.js\"\n\
+                    [[projections]]\nname = \"fast\"\nsource = \"doctor\"\nscript = \"native:nope\"\n\
+                    [[projections]]\nname = \"lost\"\nsource = \"nurse\"\nscript = \"native:doctor_profile\"\n";
+        let found: Vec<(Option<usize>, String)> = check(text, dir.path())
+            .into_iter()
+            .map(|finding| (finding.line, finding.message))
+            .collect();
+        let at: Vec<Option<usize>> = found.iter().map(|(line, _)| *line).collect();
+        assert_eq!(at, [Some(11), Some(15), Some(19), Some(22)], "{found:?}");
+        assert!(found[0].1.contains("bad.js:2:"), "{found:?}");
+        assert!(found[1].1.contains("gone.js"), "{found:?}");
+        assert!(
+            found[2].1.contains("no native projector \"nope\""),
+            "{found:?}"
+        );
+        assert!(
+            found[3].1.contains("unknown source collection \"nurse\""),
+            "{found:?}"
+        );
     }
 }

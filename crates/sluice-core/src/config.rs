@@ -2,9 +2,13 @@
 //! the line (serde's `deny_unknown_fields` plus toml's positioned errors).
 
 mod nats;
+mod projections;
 mod snapshots;
 
 pub use nats::{InboundConfig, NatsConfig, OutboundConfig, OutboundStart};
+pub use projections::{
+    CALL_STACK_BYTES_LIMIT, ProjectionConfig, ProjectionRedisConfig, ProjectionTarget,
+};
 pub use snapshots::{ColumnType, SnapshotsConfig};
 
 use crate::pointer::Pointer;
@@ -46,6 +50,9 @@ pub struct Config {
     /// local store under the data directory; `None` once `enabled = false`.
     #[serde(default = "snapshots_on")]
     pub snapshots: Option<SnapshotsConfig>,
+    /// Read models computed by small functions (`sluice-projections`).
+    #[serde(default)]
+    pub projections: Vec<ProjectionConfig>,
 }
 
 fn snapshots_on() -> Option<SnapshotsConfig> {
@@ -341,10 +348,27 @@ impl Config {
         {
             problem("snapshots".into(), message);
         }
-        if let Some(nats) = &self.nats {
-            let names: Vec<&str> = names.into_iter().collect();
-            if let Err(message) = nats.validate(&names) {
-                problem("nats".into(), message);
+        let names: Vec<&str> = self
+            .collections
+            .iter()
+            .map(|collection| collection.name.as_str())
+            .collect();
+        if let Some(nats) = &self.nats
+            && let Err(message) = nats.validate(&names)
+        {
+            problem("nats".into(), message);
+        }
+        let mut projection_names = HashSet::new();
+        for (index, projection) in self.projections.iter().enumerate() {
+            let at = format!("projections[{index}]");
+            for (field, message) in projection.problems(&names) {
+                problem(format!("{at}.{field}"), message);
+            }
+            if !projection_names.insert(projection.name.as_str()) {
+                problem(
+                    format!("{at}.name"),
+                    format!("projection {:?} is defined twice", projection.name),
+                );
             }
         }
         problems
@@ -447,6 +471,91 @@ pub struct Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn projections_parse_with_defaults_and_every_problem_is_named() {
+        let base = "[[collections]]\nname = \"doctor\"\nkey = [\"/doctor_id\"]\n";
+        let config = Config::from_toml(&format!(
+            "{base}[[projections]]\nname = \"doctor_profile\"\nsource = \"doctor\"\nscript = \"projections/doctor_profile.js\"\n\
+             [[projections]]\nname = \"cache\"\nsource = \"doctor\"\nscript = \"native:doctor_profile\"\ntarget = \"redis\"\n\
+             [projections.redis]\nurl = \"redis://127.0.0.1:6379\"\n"
+        ))
+        .unwrap();
+        let [profile, cache] = &config.projections[..] else {
+            panic!("{:?}", config.projections);
+        };
+        assert_eq!(profile.target, ProjectionTarget::Embedded);
+        assert_eq!(
+            (profile.call_time_ms_max, profile.projection_entries_max),
+            (100, 1_000)
+        );
+        assert_eq!(cache.target, ProjectionTarget::Redis);
+        assert_eq!(
+            cache.redis.as_ref().map(|redis| redis.key_prefix.as_str()),
+            Some("sluice:")
+        );
+        let problems = |extra: &str| match toml::from_str::<Config>(&format!("{base}{extra}")) {
+            Ok(config) => config.problems(),
+            Err(error) => panic!("{extra}: {error}"),
+        };
+        let one = "[[projections]]\nname = \"p\"\nsource = \"doctor\"\nscript = \"p.js\"\n";
+        for (extra, at, needle) in [
+            (
+                "[[projections]]\nname = \"p\"\nsource = \"nurse\"\nscript = \"p.js\"\n",
+                "projections[0].source",
+                "unknown source collection \"nurse\"",
+            ),
+            (
+                "[[projections]]\nname = \"p q\"\nsource = \"doctor\"\nscript = \"p.js\"\n",
+                "projections[0].name",
+                "1 to 64 characters",
+            ),
+            (
+                "[[projections]]\nname = \"p\"\nsource = \"doctor\"\nscript = \" \"\n",
+                "projections[0].script",
+                "names no file",
+            ),
+            (
+                &format!("{one}target = \"redis\"\n"),
+                "projections[0].redis",
+                "needs [projections.redis]",
+            ),
+            (
+                &format!("{one}[projections.redis]\nurl = \"redis://x\"\n"),
+                "projections[0].redis",
+                "target is \"embedded\"",
+            ),
+            (
+                &format!("{one}target = \"redis\"\n[projections.redis]\nurl = \"http://x\"\n"),
+                "projections[0].redis",
+                "redis://",
+            ),
+            (
+                &format!("{one}call_time_ms_max = 0\n"),
+                "projections[0].call_time_ms_max",
+                "1..=60000",
+            ),
+            (
+                &format!("{one}call_stack_bytes_max = 100000000\n"),
+                "projections[0].call_stack_bytes_max",
+                "1..=",
+            ),
+            (
+                &format!("{one}{one}"),
+                "projections[1].name",
+                "defined twice",
+            ),
+        ] {
+            let problems = problems(extra);
+            assert!(
+                problems
+                    .iter()
+                    .any(|problem| problem.at == at && problem.message.contains(needle)),
+                "{extra}: {problems:?}"
+            );
+        }
+        assert!(Config::from_toml(&format!("{base}{one}targets = 1\n")).is_err());
+    }
 
     #[test]
     fn snapshots_are_on_by_default_and_off_when_disabled() {

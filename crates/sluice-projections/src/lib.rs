@@ -18,6 +18,42 @@ mod shape;
 pub use script::{Script, ScriptLimits};
 pub use shape::{ENTRY_KEY_BYTES_MAX, entries_from_json};
 
+/// `script = "native:NAME"` names a projector compiled into the binary.
+pub const NATIVE_PREFIX: &str = "native:";
+
+/// Checks a projection's script as `serve` would load it (`config_dir` is where the
+/// config file is): the file exists and compiles, or the native projector exists.
+pub fn check_script(
+    config: &sluice_core::config::ProjectionConfig,
+    config_dir: &std::path::Path,
+) -> Result<(), String> {
+    if let Some(name) = config.script.strip_prefix(NATIVE_PREFIX) {
+        return match native::by_name(name) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "projection {:?}: no native projector {name:?} (known: {})",
+                config.name,
+                native::NAMES.join(", ")
+            )),
+        };
+    }
+    let path = config_dir.join(&config.script);
+    let source = std::fs::read_to_string(&path).map_err(|error| {
+        format!(
+            "projection {:?}: reading the script {}: {error}",
+            config.name,
+            path.display()
+        )
+    })?;
+    Script::compile(
+        &path.display().to_string(),
+        &source,
+        ScriptLimits::from(config),
+    )
+    .map(|_| ())
+    .map_err(|error| format!("projection {:?}: {error}", config.name))
+}
+
 use std::sync::Arc;
 
 /// One entry of a projection: its key (text, as document keys are) and its value (JSON).

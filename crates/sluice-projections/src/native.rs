@@ -6,6 +6,17 @@ use crate::{CallError, Entry, Lookup, Projected, Projector, Read};
 use serde_json::Value;
 use std::sync::Arc;
 
+/// The projector compiled into the binary as `native:NAME` (`script = "native:NAME"`).
+pub fn by_name(name: &str) -> Option<Box<dyn Projector + Send>> {
+    match name {
+        "doctor_profile" => Some(Box::new(DoctorProfile)),
+        _ => None,
+    }
+}
+
+/// The names `by_name` knows, for messages.
+pub const NAMES: &[&str] = &["doctor_profile"];
+
 /// A doctor with the name and city of each of its locations (`location_ids`, or the
 /// single `location_id`), keyed by `doctor_id`.
 #[derive(Debug, Default)]

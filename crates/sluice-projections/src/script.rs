@@ -50,6 +50,18 @@ impl Default for ScriptLimits {
     }
 }
 
+impl From<&sluice_core::config::ProjectionConfig> for ScriptLimits {
+    fn from(config: &sluice_core::config::ProjectionConfig) -> Self {
+        Self {
+            memory_bytes_max: config.call_memory_bytes_max,
+            stack_bytes_max: config.call_stack_bytes_max,
+            call_time_ms_max: config.call_time_ms_max,
+            lookups_per_call_max: config.lookups_per_call_max,
+            entries_per_call_max: config.projection_entries_max,
+        }
+    }
+}
+
 /// A compiled projection script.
 pub struct Script {
     file: String,

@@ -6,6 +6,7 @@
 //! | `docs`     | collection `\0` encoded key          | `sluice_core::codec` record    |
 //! | `changes_P` (one per partition P) | partition u16 BE, first offset u64 BE| a chunk of change record bodies |
 //! | `rejected` | collection `\0` seq u64 BE           | rejected event (JSON)          |
+//! | `views`    | see `views.rs`: a read model's entries, what each source document owns and read | the read model's bytes |
 //! | `meta`     | `partitions`, `stats\0coll\0` p u16, `consumer\0name`, `subscription\0name`, `seen\0coll\0` encoded key, `token\0name` | u16 BE, counters (u64 LE each), cursor, definition (JSON), seen event ids, token record (JSON, SHA-256 of the secret) |
 //!
 //! The change log is stored in chunks, one per committed batch and partition, so that a
@@ -24,6 +25,10 @@
 //! Every write goes through one [`Batch`], which is atomic across keyspaces; durability
 //! comes from [`Store::sync`], so that several batches share one fsync (group commit).
 //! This crate knows the byte layout and nothing about merging, HTTP or tasks.
+
+mod views;
+
+pub use views::VIEW_ID_BYTES_MAX;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::Path;
@@ -127,6 +132,8 @@ pub struct Store {
     changes: Vec<Keyspace>,
     rejected: Keyspace,
     meta: Keyspace,
+    /// Read models' own state (`views.rs`).
+    views: Keyspace,
     instance_id: String,
 }
 
@@ -171,6 +178,7 @@ impl Store {
             changes,
             rejected: open("rejected")?,
             meta: open("meta")?,
+            views: open("views")?,
             db,
             instance_id: String::new(),
         };

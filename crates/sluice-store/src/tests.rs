@@ -302,3 +302,120 @@ fn a_change_log_in_one_keyspace_moves_to_one_keyspace_per_partition() {
     let store = open(dir.path());
     assert_eq!(store.next_change_offset(0).unwrap(), 2);
 }
+
+#[test]
+fn views_keep_entries_owners_and_dependencies_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut batch = store.batch();
+    for (view, value) in [("profile@1", "one"), ("profile@12", "twelve")] {
+        batch.put_view_entry(view, b"17", value.as_bytes());
+        batch.put_view_entry(view, b"17\0x", b"nul inside");
+        batch.put_view_owner(view, 1, b"17", b"owned");
+    }
+    // Similar collections, dependency keys and sources must not run into each other.
+    batch.put_view_dependency("profile@1", 1, "location", b"3", b"17");
+    batch.put_view_dependency("profile@1", 1, "location", b"3", b"18");
+    batch.put_view_dependency("profile@1", 1, "location", b"31", b"19");
+    batch.put_view_dependency("profile@1", 1, "loc", b"3", b"20");
+    batch.put_view_dependency("profile@1", 0, "location", b"3", b"21");
+    batch.put_view_dependency("profile@12", 1, "location", b"3", b"22");
+    batch.commit().unwrap();
+
+    assert_eq!(
+        store.get_view_entry("profile@1", b"17").unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
+    let entries = store.scan_view_entries("profile@12", None, 10).unwrap();
+    let keys: Vec<&[u8]> = entries.iter().map(|(key, _)| key.as_slice()).collect();
+    assert_eq!(keys, [&b"17"[..], &b"17\0x"[..]]);
+    let after = store
+        .scan_view_entries("profile@12", Some(b"17"), 10)
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        store
+            .get_view_owner("profile@1", 1, b"17")
+            .unwrap()
+            .as_deref(),
+        Some(&b"owned"[..])
+    );
+    assert_eq!(store.get_view_owner("profile@1", 0, b"17").unwrap(), None);
+    let dependents = |view: &str, partition: u16, collection: &str, key: &[u8]| {
+        store
+            .view_dependents(view, partition, collection, key, None, 10)
+            .unwrap()
+    };
+    assert_eq!(
+        dependents("profile@1", 1, "location", b"3"),
+        [b"17".to_vec(), b"18".to_vec()]
+    );
+    assert_eq!(
+        dependents("profile@1", 1, "location", b"31"),
+        [b"19".to_vec()]
+    );
+    assert_eq!(dependents("profile@1", 1, "loc", b"3"), [b"20".to_vec()]);
+    assert_eq!(
+        dependents("profile@1", 0, "location", b"3"),
+        [b"21".to_vec()]
+    );
+    assert_eq!(
+        dependents("profile@12", 1, "location", b"3"),
+        [b"22".to_vec()]
+    );
+    assert_eq!(
+        store
+            .view_dependents("profile@1", 1, "location", b"3", Some(b"17"), 10)
+            .unwrap(),
+        [b"18".to_vec()]
+    );
+
+    let mut batch = store.batch();
+    batch.remove_view_dependency("profile@1", 1, "location", b"3", b"17");
+    batch.remove_view_entry("profile@1", b"17");
+    batch.remove_view_owner("profile@1", 1, b"17");
+    batch.commit().unwrap();
+    assert_eq!(
+        dependents("profile@1", 1, "location", b"3"),
+        [b"18".to_vec()]
+    );
+    assert_eq!(store.get_view_entry("profile@1", b"17").unwrap(), None);
+
+    // Dropping a version in bounded steps leaves the other version whole.
+    let mut removed = 0;
+    loop {
+        let step = store.remove_view_records("profile@1", 2).unwrap();
+        assert!(step <= 2);
+        removed += step;
+        if step == 0 {
+            break;
+        }
+    }
+    assert_eq!(removed, 1 + 4, "one entry, four dependencies");
+    assert!(
+        store
+            .scan_view_entries("profile@1", None, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .scan_view_entries("profile@12", None, 10)
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        dependents("profile@12", 1, "location", b"3"),
+        [b"22".to_vec()]
+    );
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store
+            .get_view_entry("profile@12", b"17")
+            .unwrap()
+            .as_deref(),
+        Some(&b"twelve"[..])
+    );
+}
