@@ -9,9 +9,12 @@
 //!
 //! - `script.rs`: the JavaScript projector and its sandbox;
 //! - `shape.rs`: what a call may return, checked the same way for every projector;
-//! - `native.rs`: the native example.
+//! - `native.rs`: the native example;
+//! - `owned.rs`: what a source document owns and read, as stored, and the change to a
+//!   view when a new result replaces the old.
 
 pub mod native;
+pub mod owned;
 mod script;
 mod shape;
 
