@@ -165,7 +165,12 @@ impl Snapshots {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(requests);
         let (stop, stopping) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(archiver.run(receiver, stopping.clone()))];
+        let mut tasks = vec![run_archiver(
+            archiver,
+            receiver,
+            stopping.clone(),
+            inner.config.archiver_nice,
+        )?];
         if inner.config.compact_interval_s > 0 {
             let snapshots = self.clone();
             let mut stopping = stopping;
@@ -346,6 +351,41 @@ impl Snapshots {
         self.layout(collection)?;
         self.inner.objects.latest(collection).await
     }
+}
+
+/// Runs the archiver on a thread of its own at CPU priority `nice` (see
+/// `snapshots.archiver_nice`), so that encoding Parquet never takes a core from ingest
+/// under full load; the returned task ends when the archiver's thread has.
+fn run_archiver(
+    archiver: Archiver,
+    requests: mpsc::Receiver<archiver::Request>,
+    stopping: watch::Receiver<bool>,
+    nice: u8,
+) -> Result<tokio::task::JoinHandle<()>, SnapshotError> {
+    let thread = std::thread::Builder::new()
+        .name("sluice-archiver".to_owned())
+        .spawn(move || {
+            // Linux keeps a nice value per thread: this lowers only the archiver's thread
+            // and the threads it starts.
+            if nice > 0
+                && let Err(error) = rustix::process::setpriority_process(None, i32::from(nice))
+            {
+                tracing::warn!(%error, "Could not lower the archiver's CPU priority; it runs at the server's.");
+            }
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(archiver.run(requests, stopping)),
+                Err(error) => {
+                    tracing::error!(%error, "The archiver's runtime did not start; nothing is archived.")
+                }
+            }
+        })
+        .map_err(|error| SnapshotError::Internal(format!("starting the archiver thread: {error}")))?;
+    Ok(tokio::spawn(async move {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }))
 }
 
 /// Progress steps a compaction may queue for its caller (a compaction reports a few).

@@ -30,6 +30,11 @@ pub struct SnapshotsConfig {
     /// The archiver's consumer name (its durable cursor).
     #[serde(default = "defaults::archiver_consumer")]
     pub archiver_consumer: String,
+    /// The archiver's CPU priority (Unix nice, 0..=19; 0: the server's). Archiving yields
+    /// the CPU to ingest: under full load it falls behind (its lag is in `/metrics`, and
+    /// retention keeps the log until it is archived) and catches up when the load eases.
+    #[serde(default = "defaults::archiver_nice")]
+    pub archiver_nice: u8,
     /// A segment is written once its records reach this size ...
     #[serde(default = "defaults::segment_bytes_max")]
     pub segment_bytes_max: usize,
@@ -91,6 +96,9 @@ mod defaults {
     pub fn archiver_consumer() -> String {
         "snapshot-archiver".into()
     }
+    pub fn archiver_nice() -> u8 {
+        10
+    }
     pub fn segment_bytes_max() -> usize {
         64 << 20
     }
@@ -140,6 +148,7 @@ impl Default for SnapshotsConfig {
             s3_secret_access_key: None,
             s3_allow_http: false,
             archiver_consumer: defaults::archiver_consumer(),
+            archiver_nice: defaults::archiver_nice(),
             segment_bytes_max: defaults::segment_bytes_max(),
             segment_age_max_s: defaults::segment_age_max_s(),
             compact_interval_s: defaults::compact_interval_s(),
@@ -163,6 +172,9 @@ impl SnapshotsConfig {
         }
         if self.segment_bytes_max < 1024 {
             return Err("snapshots.segment_bytes_max must be at least 1024".into());
+        }
+        if self.archiver_nice > 19 {
+            return Err("snapshots.archiver_nice must be 0..=19".into());
         }
         if self.snapshots_kept == 0 {
             return Err("snapshots.snapshots_kept must be at least 1".into());
