@@ -381,17 +381,20 @@ impl Config {
     }
 }
 
+/// A collection or projection name: 1 to 64 characters of a-z, A-Z, 0-9, '_' or '-'.
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 impl CollectionConfig {
     /// Every problem of this collection, by field.
     fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
-        let valid_name = !self.name.is_empty()
-            && self.name.len() <= 64
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !valid_name {
+        if !is_valid_name(&self.name) {
             problems.push((
                 "name",
                 format!(

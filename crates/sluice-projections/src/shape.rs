@@ -5,6 +5,7 @@
 use crate::{CallError, Entry};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use sluice_core::event::kind_name as kind;
 use std::collections::BTreeMap;
 
 /// An entry key is part of a store key and of a URL path.
@@ -135,17 +136,6 @@ fn compact(text: &str) -> String {
 
 fn kind_of_text(text: &str) -> &'static str {
     serde_json::from_str::<Value>(text).map_or("something else", |value| kind(&value))
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

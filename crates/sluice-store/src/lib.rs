@@ -309,27 +309,7 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Bytes)>> {
-        let prefix = collection_prefix(collection);
-        let start = match after {
-            Some(key) => {
-                let mut start = doc_key(collection, key);
-                start.push(0); // the smallest key after `key`
-                start
-            }
-            None => prefix.clone(),
-        };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for guard in self.docs.range(start..) {
-            let (key, value) = guard.into_inner()?;
-            let Some(suffix) = key.strip_prefix(prefix.as_slice()) else {
-                break;
-            };
-            out.push((suffix.to_vec(), value));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        scan_after(&self.docs, &collection_prefix(collection), after, limit)
     }
 
     /// The offset the next change record of `partition` gets.
@@ -732,6 +712,33 @@ fn new_instance_id() -> String {
     hasher.write_u128(nanos);
     hasher.write_u32(std::process::id());
     format!("{:016x}", hasher.finish())
+}
+
+/// Up to `limit` records of `keyspace` under `prefix` in key order, strictly after
+/// `prefix + after`, each as (key without the prefix, value).
+fn scan_after(
+    keyspace: &Keyspace,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Bytes)>> {
+    let mut start = prefix.to_vec();
+    if let Some(key) = after {
+        start.extend_from_slice(key);
+        start.push(0); // the smallest key after `key`
+    }
+    let mut out = Vec::with_capacity(limit.min(1024));
+    for guard in keyspace.range(start..) {
+        let (key, value) = guard.into_inner()?;
+        let Some(suffix) = key.strip_prefix(prefix) else {
+            break;
+        };
+        out.push((suffix.to_vec(), value));
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 fn prefixed(prefix: &[u8], name: &str) -> Vec<u8> {

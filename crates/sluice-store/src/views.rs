@@ -60,6 +60,18 @@ fn dependency_prefix(view: &str, partition: u16, collection: &str, dependency: &
     out
 }
 
+fn dependency_key(
+    view: &str,
+    partition: u16,
+    collection: &str,
+    dependency: &[u8],
+    source: &[u8],
+) -> Vec<u8> {
+    let mut key = dependency_prefix(view, partition, collection, dependency);
+    key.extend_from_slice(source);
+    key
+}
+
 impl Store {
     pub fn get_view_entry(&self, view: &str, key: &[u8]) -> Result<Option<Bytes>> {
         Ok(self.views.get(entry_key(view, key))?)
@@ -72,27 +84,7 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Bytes)>> {
-        let prefix = view_prefix(ENTRY, view);
-        let start = match after {
-            Some(key) => {
-                let mut start = entry_key(view, key);
-                start.push(0); // the smallest key after `key`
-                start
-            }
-            None => prefix.clone(),
-        };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for guard in self.views.range(start..) {
-            let (key, value) = guard.into_inner()?;
-            let Some(suffix) = key.strip_prefix(prefix.as_slice()) else {
-                break;
-            };
-            out.push((suffix.to_vec(), value));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        crate::scan_after(&self.views, &view_prefix(ENTRY, view), after, limit)
     }
 
     /// What source document `source` of `partition` owns and read in `view`.
@@ -119,8 +111,7 @@ impl Store {
         let prefix = dependency_prefix(view, partition, collection, dependency);
         let start = match after {
             Some(source) => {
-                let mut start = prefix.clone();
-                start.extend_from_slice(source);
+                let mut start = dependency_key(view, partition, collection, dependency, source);
                 start.push(0);
                 start
             }
@@ -191,8 +182,7 @@ impl Batch<'_> {
         dependency: &[u8],
         source: &[u8],
     ) {
-        let mut key = dependency_prefix(view, partition, collection, dependency);
-        key.extend_from_slice(source);
+        let key = dependency_key(view, partition, collection, dependency, source);
         self.inner.insert(&self.store.views, key, []);
     }
 
@@ -204,8 +194,7 @@ impl Batch<'_> {
         dependency: &[u8],
         source: &[u8],
     ) {
-        let mut key = dependency_prefix(view, partition, collection, dependency);
-        key.extend_from_slice(source);
+        let key = dependency_key(view, partition, collection, dependency, source);
         self.inner.remove(&self.store.views, key);
     }
 }

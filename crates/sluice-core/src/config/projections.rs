@@ -82,12 +82,7 @@ impl ProjectionConfig {
     pub(crate) fn problems(&self, collections: &[&str]) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
         let name = &self.name;
-        let valid_name = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !valid_name {
+        if !super::is_valid_name(name) {
             problems.push((
                 "name",
                 format!(
