@@ -10,6 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const EXAMPLE_CONFIG: &str = include_str!("../../../examples/healthcare/sluice.toml");
+/// The example's projection script, written beside the demo's data: the config names it
+/// relative to the config file, and the demo's config is built in.
+const EXAMPLE_PROFILE_SCRIPT: &str =
+    include_str!("../../../examples/healthcare/projections/doctor_profile.js");
 /// One event in this many is sent without its key, to show the rejected log.
 const BAD_EVENT_EVERY: u64 = 500;
 const TICK_MS: u64 = 100;
@@ -35,6 +39,10 @@ pub fn run(
     let data_dir = data_dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()))
     });
+    let script = data_dir.join("projections").join("doctor_profile.js");
+    std::fs::create_dir_all(data_dir.join("projections"))
+        .and_then(|()| std::fs::write(&script, EXAMPLE_PROFILE_SCRIPT))
+        .with_context(|| format!("writing the example projection to {}", script.display()))?;
     let engine = open_engine(&config, &data_dir)?;
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -55,7 +63,7 @@ pub fn run(
             options: sluice_server::ServerOptions::for_address(local, false, false),
             tls: None,
         };
-        serve_with_connectors(engine, serving, config.nats.clone(), &data_dir).await?;
+        serve_with_connectors(engine, serving, config.nats.clone(), &data_dir, &data_dir).await?;
         feeder.abort();
         println!(
             "sluice demo: stopped; the data stays in {}",
@@ -74,6 +82,8 @@ fn print_banner(local: SocketAddr, data_dir: &std::path::Path, rate: u64) {
          curl -s '{base}/v1/collections/doctor/docs?limit=3'\n  \
          curl -s '{base}/v1/collections/availability/docs?limit=3'\n  \
          curl -s '{base}/v1/changes?after=now&wait_ms=5000'\n  \
+         curl -s {base}/v1/projections/doctor_profile/17   (the doctor with its locations and plans)\n  \
+         curl -s {base}/v1/projections\n  \
          curl -s {base}/v1/collections/doctor/stats\n  \
          curl -s {base}/v1/collections/doctor/rejected\n  \
          curl -s {base}/metrics\n  \

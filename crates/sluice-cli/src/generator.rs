@@ -80,6 +80,10 @@ pub struct Generator {
 }
 
 impl Generator {
+    /// Insurance plans exist under these ids (`plan_id`), which doctors name in
+    /// `plan_ids`.
+    const PLAN_IDS: u64 = PLANS.len() as u64 * 3;
+
     /// `doctors` sets the scale: locations, slots and plans are derived from it.
     pub fn new(seed: u64, doctors: u64) -> Self {
         Self {
@@ -135,7 +139,7 @@ impl Generator {
             let name = format!("{} {}", self.rng.pick(FIRST), self.rng.pick(LAST));
             let doctor = json!({"doctor_id": id, "updated_at": 0, "name": name,
                 "specialty": self.rng.pick(SPECIALTIES), "location_id": self.rng.below(self.locations()),
-                "accepting_patients": true, "rating": 4.0, "plans": [self.rng.pick(PLANS)]});
+                "accepting_patients": true, "rating": 4.0, "plan_ids": [self.rng.below(Self::PLAN_IDS)]});
             events.push(("doctor", doctor));
         }
         for id in 0..self.locations() {
@@ -208,7 +212,13 @@ impl Generator {
                     "contact",
                     json!({"phone": format!("+1-312-555-{:04}", self.rng.below(10_000))}),
                 ),
-                _ => ("plans", json!([self.rng.pick(PLANS), self.rng.pick(PLANS)])),
+                _ => (
+                    "plan_ids",
+                    json!([
+                        self.rng.below(Self::PLAN_IDS),
+                        self.rng.below(Self::PLAN_IDS)
+                    ]),
+                ),
             };
             let value = self.maybe_null(value);
             event.insert(name.into(), value);
@@ -247,7 +257,7 @@ impl Generator {
     }
 
     fn plan(&mut self) -> Value {
-        let id = self.rng.below(PLANS.len() as u64 * 3);
+        let id = self.rng.below(Self::PLAN_IDS);
         json!({"plan_id": id, "name": self.rng.pick(PLANS), "monthly_usd": 50 + self.rng.below(400)})
     }
 }

@@ -7,6 +7,7 @@ mod demo;
 mod documents;
 mod generator;
 mod ingest;
+mod projections;
 mod tokens;
 mod validate;
 mod watch;
@@ -100,6 +101,13 @@ enum Command {
         source: client::SourceArgs,
         #[arg(long)]
         collection: String,
+    },
+    /// Projections: list, get an entry, errors, reload a script, follow a backfill.
+    Projections {
+        #[command(flatten)]
+        source: client::SourceArgs,
+        #[command(subcommand)]
+        command: projections::ProjectionsCommand,
     },
     /// Lists the subscriptions with their position and lag.
     Subscriptions {
@@ -337,6 +345,7 @@ fn run(command: Command, server: &client::ServerArgs) -> Result<()> {
         } => documents::get(&source, server, &collection, &key),
         Command::Export { source, collection } => documents::export(&source, server, &collection),
         Command::Subscriptions { source } => documents::subscriptions(&source, server),
+        Command::Projections { source, command } => projections::run(&source, server, command),
         Command::Snapshot {
             source,
             collection,
@@ -468,14 +477,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn serve(args: &ConfigArgs, listen: Option<SocketAddr>, insecure_no_auth: bool) -> Result<()> {
     let (config, data_dir) = load_config(args)?;
-    if let Some(projection) = config.projections.first() {
-        // Parsed and checked (`sluice validate`), not yet run: refusing beats serving a
-        // config whose read models silently never fill.
-        anyhow::bail!(
-            "projection {:?}: [[projections]] are not run by this build yet; remove them to serve",
-            projection.name
-        );
-    }
     let address = listen.unwrap_or(config.server.listen);
     let config_dir = args.config.parent().unwrap_or(Path::new(".")).to_owned();
     let tls = match &config.server.tls {
@@ -506,7 +507,7 @@ fn serve(args: &ConfigArgs, listen: Option<SocketAddr>, insecure_no_auth: bool) 
             options,
             tls,
         };
-        serve_with_connectors(engine, serving, config.nats, &data_dir).await
+        serve_with_connectors(engine, serving, config.nats, &data_dir, &config_dir).await
     })
 }
 
@@ -548,6 +549,7 @@ pub(crate) async fn serve_with_connectors(
     serving: Serving,
     nats: Option<sluice_core::config::NatsConfig>,
     data_dir: &Path,
+    config_dir: &Path,
 ) -> Result<()> {
     let connectors = match nats {
         Some(nats) => Some(
@@ -563,8 +565,22 @@ pub(crate) async fn serve_with_connectors(
         .map(sluice_snapshot::Snapshots::start)
         .transpose()
         .context("starting the snapshot archiver")?;
-    let api: Option<std::sync::Arc<dyn sluice_server::Analytics>> =
-        snapshots.map(|snapshots| std::sync::Arc::new(analytics::SnapshotApi(snapshots)) as _);
+    let projections = if engine.config().projections.is_empty() {
+        None
+    } else {
+        Some(
+            sluice_projections::Runtime::start(engine.clone(), config_dir)
+                .map_err(anyhow::Error::msg)
+                .context("starting the projections")?,
+        )
+    };
+    let plugins = sluice_server::Plugins {
+        analytics: snapshots
+            .map(|snapshots| std::sync::Arc::new(analytics::SnapshotApi(snapshots)) as _),
+        projections: projections
+            .clone()
+            .map(|runtime| std::sync::Arc::new(projections::ProjectionsApi(runtime)) as _),
+    };
     if serving.options.auth_required && serving.tls.is_none() && !serving.options.insecure_no_auth {
         tracing::warn!(
             "Serving plain HTTP beyond loopback: tokens travel in clear. Configure [server.tls]."
@@ -575,7 +591,7 @@ pub(crate) async fn serve_with_connectors(
     tracing::info!(auth = serving.options.auth_mode(&engine), "Access control.");
     sluice_server::serve(
         engine.clone(),
-        api,
+        plugins,
         serving.listener,
         serving.options,
         serving.tls,
@@ -585,6 +601,9 @@ pub(crate) async fn serve_with_connectors(
     background.abort();
     if let Err(error) = engine.persist_token_usage() {
         tracing::warn!(%error, "Could not record when tokens were last used.");
+    }
+    if let Some(runtime) = projections {
+        let _ = tokio::task::spawn_blocking(move || runtime.shutdown()).await;
     }
     if let Some(archiving) = archiving {
         archiving.stop().await;

@@ -49,6 +49,18 @@ version = "/updated_at"
 name = "availability"
 key = ["/location", "/slot"]
 ordering = "document"
+
+[[projections]]
+name = "profile"
+source = "doctor"
+script = "profile.js"
+"#;
+
+/// The projection: each doctor with the availability of its clinic.
+const PROFILE_SCRIPT: &str = r#"
+export default function (doctor, ctx) {
+  return {key: doctor.doctor_id, value: {name: doctor.name ?? null, clinic: ctx.get("availability", "clinic-1/2026-11-24T09:00")}};
+}
 "#;
 
 /// Schemathesis's own config: real collection names, keys, a subscription and queries
@@ -63,6 +75,9 @@ values = ["1", "2", "3", "clinic-1"]
 
 [dictionaries.subscriptions]
 values = ["seeded"]
+
+[dictionaries.projections]
+values = ["profile"]
 
 [dictionaries.sql]
 values = [
@@ -79,6 +94,10 @@ parameters = { "path.name" = { dictionary = "collections", probability = 0.8 }, 
 [[operations]]
 include-path-regex = "^/v1/subscriptions/"
 parameters = { "path.name" = { dictionary = "subscriptions", probability = 0.5 } }
+
+[[operations]]
+include-path-regex = "^/v1/projections/"
+parameters = { "path.name" = { dictionary = "projections", probability = 0.8 }, "path.key" = { dictionary = "keys", probability = 0.7 } }
 
 [[operations]]
 include-path = "/v1/sql"
@@ -162,6 +181,8 @@ fn the_server_conforms_to_its_openapi_spec() {
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
     let config = dir.path().join("sluice.toml");
     std::fs::write(&config, CONFIG).unwrap_or_else(|error| panic!("{error}"));
+    std::fs::write(dir.path().join("profile.js"), PROFILE_SCRIPT)
+        .unwrap_or_else(|error| panic!("{error}"));
     let log = dir.path().join("server.log");
     let admin = random_secret();
     let mut server = Server::start_with_env(

@@ -139,6 +139,8 @@ pub struct LimitsConfig {
     pub streams_max: usize,
     /// Interval of the comment lines that keep an idle event stream open.
     pub stream_heartbeat_ms: u64,
+    /// Keys one `POST /v1/projections/{name}/get` may ask for.
+    pub projection_get_keys_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -156,6 +158,7 @@ impl Default for LimitsConfig {
             ingest_request_timeout_ms: 30_000,
             streams_max: 256,
             stream_heartbeat_ms: 15_000,
+            projection_get_keys_max: 1_000,
         }
     }
 }

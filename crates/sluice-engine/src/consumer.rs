@@ -270,18 +270,22 @@ impl Consumer {
 
     /// How far the committed position is behind what is durable.
     pub fn lag(&self) -> Result<Lag, EngineError> {
-        let records = self.engine.records_behind(&self.committed);
+        self.engine.lag(&self.committed)
+    }
+}
+
+impl Engine {
+    /// How far `position` is behind what is durable: records, and the age of the oldest
+    /// record after it.
+    pub fn lag(&self, position: &Cursor) -> Result<Lag, EngineError> {
+        let records = self.records_behind(position);
         if records == 0 {
             return Ok(Lag {
                 records,
                 seconds: 0.0,
             });
         }
-        let oldest = self.engine.read_changes(
-            &self.committed,
-            usize::from(self.engine.partitions()),
-            None,
-        )?;
+        let oldest = self.read_changes(position, usize::from(self.partitions()), None)?;
         let now_ms = crate::writer::now_ms();
         let oldest_ms = oldest
             .records

@@ -10,11 +10,12 @@ mod backoff;
 pub mod component;
 pub mod consumer;
 pub mod input;
-mod metrics;
+pub mod metrics;
 mod retention;
 pub mod subscription;
 mod sync;
 pub mod tokens;
+mod views;
 mod writer;
 
 pub use backoff::Backoff;
@@ -24,6 +25,7 @@ pub use input::{BodyError, BodyFormat, Input};
 pub use sluice_store::Counters;
 pub use subscription::{SubscriptionInfo, SubscriptionSpec};
 pub use tokens::{Role, TokenCheck, TokenEntry, TokenRecord, TokenSpec};
+pub use views::DocSnapshot;
 
 use serde::Serialize;
 use sluice_core::event::{CollectionSpec, Limits};

@@ -48,7 +48,8 @@ impl Histogram {
     }
 }
 
-const SECONDS: &[f64] = &[
+/// Bounds for durations in seconds, from 0.5 ms to 2.5 s.
+pub const SECONDS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 const EVENTS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0];

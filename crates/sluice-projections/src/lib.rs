@@ -11,13 +11,20 @@
 //! - `shape.rs`: what a call may return, checked the same way for every projector;
 //! - `native.rs`: the native example;
 //! - `owned.rs`: what a source document owns and read, as stored, and the change to a
-//!   view when a new result replaces the old.
+//!   view when a new result replaces the old;
+//! - `runtime/`: the projections of a server kept current from the change log (a
+//!   consumer per partition and version), backfilled, switched and served.
 
 pub mod native;
 pub mod owned;
+mod runtime;
 mod script;
 mod shape;
 
+pub use runtime::{
+    GET_KEYS_MAX, ProjectionErrorView, ProjectionStatus, ReloadOutcome, Runtime, RuntimeError,
+    VersionStatus,
+};
 pub use script::{Script, ScriptLimits};
 pub use shape::{ENTRY_KEY_BYTES_MAX, entries_from_json};
 

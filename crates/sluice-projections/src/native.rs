@@ -18,9 +18,45 @@ pub fn by_name(name: &str) -> Option<Box<dyn Projector + Send>> {
 pub const NAMES: &[&str] = &["doctor_profile"];
 
 /// A doctor with the name and city of each of its locations (`location_ids`, or the
-/// single `location_id`), keyed by `doctor_id`.
+/// single `location_id`) and the name of each of its insurance plans (`plan_ids`), keyed
+/// by `doctor_id`.
 #[derive(Debug, Default)]
 pub struct DoctorProfile;
+
+/// Looks up each of `ids` in `collection` (recording the read), and keeps the `fields`
+/// (`(output name, document member)`) of those found, as JSON objects.
+fn lookup_each(
+    ids: &[&Value],
+    collection: &str,
+    fields: &[(&str, &str)],
+    lookup: &Arc<dyn Lookup>,
+    reads: &mut Vec<Read>,
+) -> Result<String, CallError> {
+    let mut found = Vec::new();
+    for id in ids {
+        let Some(id) = key_text(Some(id)) else {
+            continue;
+        };
+        let read = Read {
+            collection: collection.to_owned(),
+            key: id.clone(),
+        };
+        if !reads.contains(&read) {
+            reads.push(read);
+        }
+        let Some(text) = lookup.get(collection, &id)? else {
+            continue;
+        };
+        let document: Value = serde_json::from_str(&text)
+            .map_err(|error| CallError::Source(format!("{collection} {id}: {error}")))?;
+        let members: Vec<(&str, Option<&Value>)> = fields
+            .iter()
+            .map(|(name, member)| (*name, document.get(*member)))
+            .collect();
+        found.push(object_text(&members));
+    }
+    Ok(format!("[{}]", found.join(",")))
+}
 
 impl Projector for DoctorProfile {
     fn version_hash(&self) -> &str {
@@ -33,47 +69,44 @@ impl Projector for DoctorProfile {
         let Some(key) = key_text(doctor.get("doctor_id")) else {
             return Err(CallError::Shape("no key".to_owned()));
         };
-        let ids: Vec<&Value> = match (doctor.get("location_ids"), doctor.get("location_id")) {
-            (Some(Value::Array(ids)), _) => ids.iter().collect(),
-            (_, Some(id)) if !id.is_null() => vec![id],
+        let location_ids: Vec<&Value> =
+            match (doctor.get("location_ids"), doctor.get("location_id")) {
+                (Some(Value::Array(ids)), _) => ids.iter().collect(),
+                (_, Some(id)) if !id.is_null() => vec![id],
+                _ => Vec::new(),
+            };
+        let plan_ids: Vec<&Value> = match doctor.get("plan_ids") {
+            Some(Value::Array(ids)) => ids.iter().collect(),
             _ => Vec::new(),
         };
         let mut reads = Vec::new();
-        let mut locations = Vec::new();
-        for id in ids {
-            let Some(id) = key_text(Some(id)) else {
-                continue;
-            };
-            let read = Read {
-                collection: "location".to_owned(),
-                key: id.clone(),
-            };
-            if !reads.contains(&read) {
-                reads.push(read);
-            }
-            let Some(text) = lookup.get("location", &id)? else {
-                continue;
-            };
-            let location: Value = serde_json::from_str(&text)
-                .map_err(|error| CallError::Source(format!("location {id}: {error}")))?;
-            locations.push(object_text(&[
-                ("id", location.get("location_id")),
-                ("name", location.get("name")),
-                ("city", location.get("city")),
-            ]));
-        }
-        let locations = format!("[{}]", locations.join(","));
+        let locations = lookup_each(
+            &location_ids,
+            "location",
+            &[("id", "location_id"), ("name", "name"), ("city", "city")],
+            lookup,
+            &mut reads,
+        )?;
+        let plans = lookup_each(
+            &plan_ids,
+            "insurance_plan",
+            &[("id", "plan_id"), ("name", "name")],
+            lookup,
+            &mut reads,
+        )?;
         let mut value = object_text(&[
             ("name", doctor.get("name")),
             ("specialty", doctor.get("specialty")),
         ]);
-        // `locations` last, as the script writes it.
+        // `locations` and `plans` last, as the script writes them.
         value.pop();
         if value.len() > 1 {
             value.push(',');
         }
         value.push_str("\"locations\":");
         value.push_str(&locations);
+        value.push_str(",\"plans\":");
+        value.push_str(&plans);
         value.push('}');
         Ok(Projected {
             entries: vec![Entry { key, value }],

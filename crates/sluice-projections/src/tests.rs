@@ -25,7 +25,7 @@ impl Documents {
 
 impl Lookup for Documents {
     fn get(&self, collection: &str, key: &str) -> Result<Option<String>, LookupError> {
-        if !["doctor", "location"].contains(&collection) {
+        if !["doctor", "location", "insurance_plan"].contains(&collection) {
             return Err(LookupError::UnknownCollection(collection.to_owned()));
         }
         Ok(self
@@ -47,6 +47,11 @@ fn documents() -> Arc<dyn Lookup> {
                 "location",
                 "2",
                 r#"{"location_id": 2, "name": "Mercy", "city": "Boston"}"#,
+            )
+            .with(
+                "insurance_plan",
+                "7",
+                r#"{"plan_id": 7, "name": "Gold", "monthly_usd": 120}"#,
             ),
     )
 }
@@ -76,13 +81,13 @@ fn read(collection: &str, key: &str) -> Read {
 #[test]
 fn the_example_builds_a_profile_and_records_what_it_read() {
     let mut profile = Script::compile("doctor_profile.js", EXAMPLE, limits()).unwrap();
-    let doctor = r#"{"doctor_id": 17, "name": "Kate Austen", "specialty": "surgery", "location_ids": [1, 3, 2, 1]}"#;
+    let doctor = r#"{"doctor_id": 17, "name": "Kate Austen", "specialty": "surgery", "location_ids": [1, 3, 2, 1], "plan_ids": [7, 8]}"#;
     let projected = call(&mut profile, doctor).unwrap();
     assert_eq!(
         projected.entries,
         vec![Entry {
             key: "17".into(),
-            value: r#"{"name":"Kate Austen","specialty":"surgery","locations":[{"id":1,"name":"Chicago Hope","city":"Chicago"},{"id":2,"name":"Mercy","city":"Boston"},{"id":1,"name":"Chicago Hope","city":"Chicago"}]}"#.into()
+            value: r#"{"name":"Kate Austen","specialty":"surgery","locations":[{"id":1,"name":"Chicago Hope","city":"Chicago"},{"id":2,"name":"Mercy","city":"Boston"},{"id":1,"name":"Chicago Hope","city":"Chicago"}],"plans":[{"id":7,"name":"Gold"}]}"#.into()
         }]
     );
     // Each document once, in the order first read; the missing location 3 too.
@@ -91,7 +96,9 @@ fn the_example_builds_a_profile_and_records_what_it_read() {
         vec![
             read("location", "1"),
             read("location", "3"),
-            read("location", "2")
+            read("location", "2"),
+            read("insurance_plan", "7"),
+            read("insurance_plan", "8")
         ]
     );
     assert!(profile.version_hash().starts_with("sha256:"));
@@ -107,7 +114,8 @@ fn the_native_projector_gives_the_scripts_entries_and_reads() {
         r#"{"doctor_id": "d-9", "name": "Jack", "location_id": 2}"#,
         r#"{"doctor_id": 4, "specialty": "oncology", "location_id": null}"#,
         r#"{"doctor_id": 5.5, "name": "Sawyer", "location_ids": []}"#,
-        r#"{"doctor_id": 6, "location_ids": ["1", 2]}"#,
+        r#"{"doctor_id": 6, "location_ids": ["1", 2], "plan_ids": [7, "7", 9]}"#,
+        r#"{"doctor_id": 8, "name": "Ben", "plan_ids": null}"#,
     ] {
         assert_eq!(
             native.project(doctor, &documents()).unwrap(),

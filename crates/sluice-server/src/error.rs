@@ -49,6 +49,10 @@ pub enum ErrorKind {
     RateLimited,
     TokenExists,
     UnknownToken,
+    UnknownProjection,
+    ProjectionEntryNotFound,
+    ProjectionNotReady,
+    ProjectionScriptRefused,
     Internal,
 }
 
@@ -94,6 +98,10 @@ impl ErrorKind {
         ErrorKind::RateLimited,
         ErrorKind::TokenExists,
         ErrorKind::UnknownToken,
+        ErrorKind::UnknownProjection,
+        ErrorKind::ProjectionEntryNotFound,
+        ErrorKind::ProjectionNotReady,
+        ErrorKind::ProjectionScriptRefused,
         ErrorKind::Internal,
     ];
 
@@ -137,6 +145,13 @@ impl ErrorKind {
             RateLimited => ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
             TokenExists => ("token_exists", StatusCode::CONFLICT),
             UnknownToken => ("unknown_token", StatusCode::NOT_FOUND),
+            UnknownProjection => ("unknown_projection", StatusCode::NOT_FOUND),
+            ProjectionEntryNotFound => ("projection_entry_not_found", StatusCode::NOT_FOUND),
+            ProjectionNotReady => ("projection_not_ready", StatusCode::SERVICE_UNAVAILABLE),
+            ProjectionScriptRefused => (
+                "projection_script_refused",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
             Internal => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }

@@ -8,12 +8,14 @@ pub mod auth;
 mod error;
 mod metrics;
 pub mod openapi;
+pub mod projections;
 mod routes;
 mod serve;
 
 pub use analytics::Analytics;
 pub use auth::Rules;
 pub use error::{ApiError, ErrorKind};
+pub use projections::Projections;
 pub use serve::{Tls, TlsError, serve};
 
 use axum::Router;
@@ -76,6 +78,8 @@ pub(crate) struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// SQL and snapshots, when the binary plugged them in.
     pub analytics: Option<Arc<dyn Analytics>>,
+    /// Projections, when the binary plugged them in.
+    pub projections: Option<Arc<dyn Projections>>,
     pub auth: Arc<auth::Auth>,
     pub metrics: Arc<metrics::HttpMetrics>,
     /// The OpenAPI spec, as served.
@@ -111,26 +115,32 @@ pub fn check_listen_address(
     ))
 }
 
-/// The API for tests and embedding: auth as on loopback (on once a token exists).
-pub fn router(engine: Engine) -> Router {
-    router_with(engine, None, ServerOptions::default())
+/// What the binary plugs into the API beside the engine: each side is optional, so that
+/// the server builds without DataFusion or a JavaScript engine.
+#[derive(Clone, Default)]
+pub struct Plugins {
+    /// SQL and snapshots.
+    pub analytics: Option<Arc<dyn Analytics>>,
+    pub projections: Option<Arc<dyn Projections>>,
 }
 
-/// [`router`], with SQL and snapshots answered by `analytics` and the given options.
-pub fn router_with(
-    engine: Engine,
-    analytics: Option<Arc<dyn Analytics>>,
-    options: ServerOptions,
-) -> Router {
+/// The API for tests and embedding: auth as on loopback (on once a token exists).
+pub fn router(engine: Engine) -> Router {
+    router_with(engine, Plugins::default(), ServerOptions::default())
+}
+
+/// [`router`], with SQL, snapshots and projections answered by `plugins` and the given
+/// options.
+pub fn router_with(engine: Engine, plugins: Plugins, options: ServerOptions) -> Router {
     // No sender: this router's streams stop only when their clients go.
     let (_, stopping) = tokio::sync::watch::channel(false);
-    build_router(engine, stopping, analytics, options).0
+    build_router(engine, stopping, plugins, options).0
 }
 
 pub(crate) fn build_router(
     engine: Engine,
     stopping: tokio::sync::watch::Receiver<bool>,
-    analytics: Option<Arc<dyn Analytics>>,
+    plugins: Plugins,
     options: ServerOptions,
 ) -> (Router, Arc<metrics::HttpMetrics>) {
     let config = engine.config();
@@ -156,7 +166,8 @@ pub(crate) fn build_router(
         )),
         stopping,
         engine,
-        analytics,
+        analytics: plugins.analytics,
+        projections: plugins.projections,
         auth: Arc::new(auth::Auth {
             rules,
             failures: auth::RateLimiter::new(

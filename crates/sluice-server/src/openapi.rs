@@ -116,6 +116,87 @@ pub struct Deleted {
     pub deleted: String,
 }
 
+/// One projection: the version readers read and the one being built to replace it.
+#[derive(Serialize, ToSchema)]
+pub struct ProjectionBody {
+    pub name: String,
+    /// The source collection.
+    pub source: String,
+    /// `embedded` or `redis`.
+    pub target: String,
+    /// `live`, `building` (no version ready yet), `stale` (the active version's script
+    /// changed; its replacement is being built) or `failed`.
+    pub status: String,
+    pub version: Option<ProjectionVersionBody>,
+    pub building: Option<ProjectionVersionBody>,
+    pub calls: u64,
+    pub errors_total: u64,
+    /// Source documents re-run because a document they read changed.
+    pub reruns: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectionVersionBody {
+    pub id: String,
+    pub script_hash: String,
+    /// `backfill` or `live`.
+    pub phase: String,
+    pub lag_records: u64,
+    pub lag_seconds: f64,
+    pub entries: i64,
+    /// Source documents whose last call failed.
+    pub errors: i64,
+    /// Source documents the backfill projected so far.
+    pub backfilled: u64,
+    pub source_documents: u64,
+    pub failures: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectionsList {
+    pub projections: Vec<ProjectionBody>,
+}
+
+/// One entry of a projection.
+#[derive(Serialize, ToSchema)]
+pub struct ProjectionEntry {
+    pub key: String,
+    /// What the projection function returned for this key.
+    pub value: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectionEntries {
+    /// In the order of the request's keys; `value` is null where there is no entry.
+    pub results: Vec<ProjectionEntry>,
+}
+
+/// A source document whose last call failed.
+#[derive(Serialize, ToSchema)]
+pub struct ProjectionErrorBody {
+    /// The source document's key.
+    pub key: Value,
+    pub error: String,
+    pub script_hash: String,
+    pub ts_ms: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectionErrors {
+    pub errors: Vec<ProjectionErrorBody>,
+    /// The `after` of the next page; null at the end.
+    pub next: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectionReload {
+    /// `unchanged`, `building` or `already_building`.
+    pub outcome: String,
+    /// The version of the script as it is now.
+    pub version: String,
+    pub script_hash: String,
+}
+
 /// A role: `reader` < `writer` < `admin`.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

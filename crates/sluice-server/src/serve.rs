@@ -4,7 +4,7 @@
 //! with rustls when configured (certificates reloadable while serving), and drains on
 //! shutdown: requests in flight finish, streams and long polls end.
 
-use crate::{Analytics, ServerOptions, build_router};
+use crate::{Plugins, ServerOptions, build_router};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -125,7 +125,7 @@ fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 /// Serves until `shutdown` resolves, then drains in-flight requests.
 pub async fn serve(
     engine: Engine,
-    analytics: Option<Arc<dyn Analytics>>,
+    plugins: Plugins,
     listener: tokio::net::TcpListener,
     options: ServerOptions,
     tls: Option<Arc<Tls>>,
@@ -135,7 +135,7 @@ pub async fn serve(
     let connections_max = server.connections_max.clamp(1, Semaphore::MAX_PERMITS);
     let header_timeout = Duration::from_millis(server.header_read_timeout_ms.max(1));
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let (router, metrics) = build_router(engine, stopping.clone(), analytics, options);
+    let (router, metrics) = build_router(engine, stopping.clone(), plugins, options);
     let connections = Arc::new(Semaphore::new(connections_max));
     tokio::pin!(shutdown);
     loop {

@@ -70,6 +70,7 @@ fn concrete(method: &Method, path: &str, round: usize) -> (String, Option<String
         .replace("/v1/collections/{name}", "/v1/collections/doctor")
         .replace("/v1/subscriptions/{name}", "/v1/subscriptions/doctor-feed")
         .replace("/v1/tokens/{name}", &format!("/v1/tokens/spare-{round}"))
+        .replace("/v1/projections/{name}", "/v1/projections/profile")
         .replace("{key}", "17");
     if path == "/v1/changes" {
         uri.push_str("?limit=1000");
@@ -83,6 +84,7 @@ fn concrete(method: &Method, path: &str, round: usize) -> (String, Option<String
         ("POST", "/v1/subscriptions/{name}/ack") => Some(r#"{"cursor": "0.0"}"#.to_owned()),
         ("POST", "/v1/tokens") => Some(format!(r#"{{"name": "made-{round}", "role": "reader"}}"#)),
         ("POST", "/v1/sql") => Some(r#"{"sql": "SELECT 1"}"#.to_owned()),
+        ("POST", "/v1/projections/{name}/get") => Some(r#"{"keys": ["17"]}"#.to_owned()),
         ("POST", "/v1/login") => Some(r#"{"token": "sluice_nope"}"#.to_owned()),
         _ => None,
     };

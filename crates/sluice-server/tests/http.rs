@@ -930,7 +930,10 @@ async fn sql_and_snapshot_routes_map_answers_and_errors() {
     let api = Api {
         router: sluice_server::router_with(
             api.engine.clone(),
-            Some(std::sync::Arc::new(ScriptedAnalytics)),
+            sluice_server::Plugins {
+                analytics: Some(std::sync::Arc::new(ScriptedAnalytics)),
+                projections: None,
+            },
             sluice_server::ServerOptions::default(),
         ),
         ..api

@@ -47,7 +47,7 @@ impl Server {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(sluice_server::serve(
             engine,
-            None,
+            sluice_server::Plugins::default(),
             listener,
             options,
             tls,

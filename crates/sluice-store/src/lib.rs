@@ -124,6 +124,19 @@ pub struct StoreOptions {
 /// fjall's lower bound for the journal limit.
 pub const JOURNAL_BYTES_MIN: u64 = 64 << 20;
 
+/// A consistent view of the documents (see [`Store::snapshot`]).
+pub struct StoreSnapshot {
+    snapshot: fjall::Snapshot,
+    docs: Keyspace,
+}
+
+impl StoreSnapshot {
+    pub fn get_doc(&self, collection: &str, key: &[u8]) -> Result<Option<Bytes>> {
+        use fjall::Readable;
+        Ok(self.snapshot.get(&self.docs, doc_key(collection, key))?)
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: Database,
@@ -300,6 +313,15 @@ impl Store {
 
     pub fn get_doc(&self, collection: &str, key: &[u8]) -> Result<Option<Bytes>> {
         Ok(self.docs.get(doc_key(collection, key))?)
+    }
+
+    /// The documents as of now, for reads that must agree with each other (a projection
+    /// call's lookups). Old versions are kept while it lives: hold it briefly.
+    pub fn snapshot(&self) -> StoreSnapshot {
+        StoreSnapshot {
+            snapshot: self.db.snapshot(),
+            docs: self.docs.clone(),
+        }
     }
 
     /// Documents of a collection in key order, strictly after `after` (an encoded key).

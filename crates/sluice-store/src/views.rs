@@ -7,6 +7,9 @@
 //! e | view | entry key                                            → the entry (caller's bytes)
 //! o | view | partition u16 BE | source key                        → what the source owns and read
 //! d | view | partition u16 BE | collection | dep key | source key → (empty): source read dep
+//! x | view | partition u16 BE | source key                        → the source's projection error
+//! p | view | partition u16 BE                                     → the partition's progress
+//! a | read model name                                             → its active view id
 //! ```
 //!
 //! `view`, `collection` and `dep key` are each `len u16 BE | bytes`; the last part of a
@@ -22,6 +25,9 @@ pub const VIEW_ID_BYTES_MAX: usize = 256;
 const ENTRY: u8 = b'e';
 const OWNER: u8 = b'o';
 const DEPENDENCY: u8 = b'd';
+const ERROR: u8 = b'x';
+const PROGRESS: u8 = b'p';
+const ACTIVE: u8 = b'a';
 
 fn push_part(key: &mut Vec<u8>, part: &[u8]) {
     // Callers bound every part far below u16::MAX (view ids, collection names, keys of
@@ -49,6 +55,19 @@ fn owner_key(view: &str, partition: u16, source: &[u8]) -> Vec<u8> {
     let mut out = view_prefix(OWNER, view);
     out.extend_from_slice(&partition.to_be_bytes());
     out.extend_from_slice(source);
+    out
+}
+
+fn error_key(view: &str, partition: u16, source: &[u8]) -> Vec<u8> {
+    let mut out = view_prefix(ERROR, view);
+    out.extend_from_slice(&partition.to_be_bytes());
+    out.extend_from_slice(source);
+    out
+}
+
+fn progress_key(view: &str, partition: u16) -> Vec<u8> {
+    let mut out = view_prefix(PROGRESS, view);
+    out.extend_from_slice(&partition.to_be_bytes());
     out
 }
 
@@ -131,12 +150,41 @@ impl Store {
         Ok(out)
     }
 
+    /// Projection errors of `view` (every partition), in key order, strictly after `after`
+    /// (a key as this returns it).
+    pub fn scan_view_errors(
+        &self,
+        view: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Bytes)>> {
+        crate::scan_after(&self.views, &view_prefix(ERROR, view), after, limit)
+    }
+
+    pub fn get_view_error(
+        &self,
+        view: &str,
+        partition: u16,
+        source: &[u8],
+    ) -> Result<Option<Bytes>> {
+        Ok(self.views.get(error_key(view, partition, source))?)
+    }
+
+    pub fn get_view_progress(&self, view: &str, partition: u16) -> Result<Option<Bytes>> {
+        Ok(self.views.get(progress_key(view, partition))?)
+    }
+
+    /// The view id that serves read model `name`, if one was switched to.
+    pub fn get_active_view(&self, name: &str) -> Result<Option<Bytes>> {
+        Ok(self.views.get(view_prefix(ACTIVE, name))?)
+    }
+
     /// Removes up to `limit` records of `view` (every kind) and says how many went: a
     /// dropped version goes in bounded batches, each atomic and durable.
     pub fn remove_view_records(&self, view: &str, limit: usize) -> Result<usize> {
         let mut batch = self.batch();
         let mut removed = 0;
-        for kind in [ENTRY, OWNER, DEPENDENCY] {
+        for kind in [ENTRY, OWNER, DEPENDENCY, ERROR, PROGRESS] {
             let prefix = view_prefix(kind, view);
             for guard in self.views.prefix(&prefix) {
                 if removed >= limit {
@@ -171,6 +219,29 @@ impl Batch<'_> {
     pub fn remove_view_owner(&mut self, view: &str, partition: u16, source: &[u8]) {
         self.inner
             .remove(&self.store.views, owner_key(view, partition, source));
+    }
+
+    pub fn put_view_error(&mut self, view: &str, partition: u16, source: &[u8], error: &[u8]) {
+        self.inner
+            .insert(&self.store.views, error_key(view, partition, source), error);
+    }
+
+    pub fn remove_view_error(&mut self, view: &str, partition: u16, source: &[u8]) {
+        self.inner
+            .remove(&self.store.views, error_key(view, partition, source));
+    }
+
+    pub fn put_view_progress(&mut self, view: &str, partition: u16, progress: &[u8]) {
+        self.inner
+            .insert(&self.store.views, progress_key(view, partition), progress);
+    }
+
+    pub fn put_active_view(&mut self, name: &str, view: &str) {
+        self.inner.insert(
+            &self.store.views,
+            view_prefix(ACTIVE, name),
+            view.as_bytes(),
+        );
     }
 
     /// Records that `source` read `collection`/`dependency`.

@@ -6,6 +6,7 @@ pub mod changes;
 pub mod documents;
 pub mod events;
 pub mod ops;
+pub mod projections;
 pub mod session;
 pub mod sql;
 pub mod subscriptions;
@@ -35,6 +36,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(sql::routes())
         .merge(tokens::routes())
         .merge(session::routes())
+        .merge(projections::routes())
         .merge(ops::routes())
 }
 

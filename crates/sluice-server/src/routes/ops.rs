@@ -28,6 +28,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
 )]
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.engine.render_metrics();
+    if let Some(projections) = &state.projections {
+        projections.render_metrics(&mut text);
+    }
     state.metrics.render(&mut text);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

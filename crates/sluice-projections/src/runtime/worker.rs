@@ -1,0 +1,433 @@
+//! One partition of one version of a projection: a thread of its own (the script's
+//! runtime is not `Send`, and its stack cap needs a known stack), which first scans the
+//! source collection for the documents of its partition (the backfill), then follows the
+//! change log as a consumer. Each chunk of work is one commit of entries, owner records,
+//! dependency edges, errors, progress and (at the end of a batch) the consumer's cursor.
+
+use super::apply::{Outcome, Writes};
+use super::{Progress, ProjectionMetrics, StoredProgress, VersionState};
+use crate::{Lookup, LookupError, Projector};
+use sluice_core::Key;
+use sluice_core::change::{json_str_text, split_record};
+use sluice_engine::{Backoff, ConsumerOptions, DocSnapshot, Engine, EngineError, StartAt};
+use sluice_store::StoreError;
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
+
+/// Source documents projected per commit: bounds the memory of a batch whose records
+/// fan out to many dependents, and the time the view's commit lock is held.
+pub(crate) const SOURCES_PER_COMMIT_MAX: usize = 1_000;
+/// Documents scanned per backfill step.
+const BACKFILL_PAGE_DOCS: usize = 1_000;
+/// Dependents read per store scan.
+const DEPENDENTS_PAGE: usize = 1_000;
+
+pub(crate) fn consumer_name(view: &str, partition: u16) -> String {
+    format!("projection.{view}.p{partition}")
+}
+
+/// Builds the projector in the worker's thread.
+pub(crate) type Factory =
+    Arc<dyn Fn() -> Result<Box<dyn Projector>, crate::ScriptError> + Send + Sync>;
+
+pub(crate) struct Worker {
+    pub engine: Engine,
+    pub handle: tokio::runtime::Handle,
+    pub source: String,
+    pub partition: u16,
+    pub factory: Factory,
+    pub metrics: Arc<ProjectionMetrics>,
+    pub version: Arc<VersionState>,
+}
+
+/// Why a worker's loop ended.
+enum Ended {
+    Stopped,
+    EngineClosed,
+}
+
+/// Lookups of one chunk, all in one snapshot of the store.
+struct SnapshotLookup {
+    engine: Engine,
+    snapshot: DocSnapshot,
+}
+
+impl Lookup for SnapshotLookup {
+    fn get(&self, collection: &str, key: &str) -> Result<Option<String>, LookupError> {
+        let spec = self
+            .engine
+            .collection(collection)
+            .map_err(|_| LookupError::UnknownCollection(collection.to_owned()))?;
+        let segments: Vec<&str> = key.split('/').collect();
+        // A key the collection cannot have names no document.
+        let Ok(parsed) = Key::from_segments(&segments, spec.key.len()) else {
+            return Ok(None);
+        };
+        let store_error = |message: String| LookupError::Store {
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        match self.snapshot.get(collection, &parsed) {
+            Ok(Some(bytes)) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| store_error("the stored document is not UTF-8".to_owned())),
+            Ok(None) => Ok(None),
+            Err(error) => Err(store_error(error.to_string())),
+        }
+    }
+}
+
+/// Source documents to project, each once, in the order first seen.
+#[derive(Default)]
+struct WorkSet {
+    keys: Vec<Key>,
+    seen: HashSet<Vec<u8>>,
+}
+
+impl WorkSet {
+    fn insert(&mut self, key: Key) -> bool {
+        if self.seen.insert(key.encode()) {
+            self.keys.push(key);
+            return true;
+        }
+        false
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn take(&mut self) -> Vec<Key> {
+        self.seen.clear();
+        std::mem::take(&mut self.keys)
+    }
+}
+
+fn corrupt(what: &'static str) -> EngineError {
+    EngineError::Store(StoreError::Corrupt { what })
+}
+
+/// A change record's key (raw JSON) as a key.
+fn record_key(raw: &[u8]) -> Option<Key> {
+    let value: serde_json::Value = serde_json::from_slice(raw).ok()?;
+    let parts = match &value {
+        serde_json::Value::Array(parts) => parts
+            .iter()
+            .map(|part| sluice_core::key::KeyPart::from_json(part, "/key").ok())
+            .collect::<Option<Vec<_>>>()?,
+        scalar => vec![sluice_core::key::KeyPart::from_json(scalar, "/key").ok()?],
+    };
+    Some(Key::new(parts))
+}
+
+impl Worker {
+    fn stopped(&self) -> bool {
+        *self.version.stop.borrow()
+    }
+
+    fn set_failure(&self, failure: Option<String>) {
+        let mut status = self.version.partitions[usize::from(self.partition)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        status.failure = failure;
+    }
+
+    fn publish(&self, progress: &Progress) {
+        let mut status = self.version.partitions[usize::from(self.partition)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        status.progress = progress.clone();
+    }
+
+    /// The thread's body: builds the projector, then backfills and follows the change
+    /// log until stopped, retrying after store errors with a backoff.
+    pub fn run(self) {
+        let mut projector = match (self.factory)() {
+            Ok(projector) => projector,
+            Err(error) => {
+                tracing::error!(view = %self.version.view, %error, "The projection's script does not load.");
+                self.set_failure(Some(format!("the script does not load: {error}")));
+                return;
+            }
+        };
+        let backoff = Backoff::new(5_000);
+        let mut failures = 0u32;
+        loop {
+            if self.stopped() {
+                return;
+            }
+            match self.follow(projector.as_mut()) {
+                Ok(Ended::Stopped | Ended::EngineClosed) => return,
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::error!(view = %self.version.view, partition = self.partition, %error, "A projection worker failed; it retries.");
+                    self.set_failure(Some(error.to_string()));
+                    let wait = backoff.delay(failures);
+                    let mut stop = self.version.stop.subscribe();
+                    self.handle.block_on(async {
+                        let _ = tokio::time::timeout(wait, stop.wait_for(|stop| *stop)).await;
+                    });
+                }
+            }
+        }
+    }
+
+    fn load_progress(&self) -> Result<Progress, EngineError> {
+        match self
+            .engine
+            .store()
+            .get_view_progress(&self.version.view, self.partition)?
+        {
+            Some(bytes) => serde_json::from_slice::<StoredProgress>(&bytes)
+                .map(|stored| stored.progress)
+                .map_err(|_| corrupt("projection progress")),
+            None => Ok(Progress::default()),
+        }
+    }
+
+    fn follow(&self, projector: &mut dyn Projector) -> Result<Ended, EngineError> {
+        let mut progress = self.load_progress()?;
+        self.publish(&progress);
+        if !progress.live
+            && let Some(ended) = self.backfill(&mut progress, projector)?
+        {
+            return Ok(ended);
+        }
+        self.set_failure(None);
+        self.live(&mut progress, projector)
+    }
+
+    /// Projects the documents of this partition, page by page, each page committed with
+    /// where the scan got to. `Some` when stopped before the end.
+    fn backfill(
+        &self,
+        progress: &mut Progress,
+        projector: &mut dyn Projector,
+    ) -> Result<Option<Ended>, EngineError> {
+        let partitions = self.engine.partitions();
+        loop {
+            if self.stopped() {
+                return Ok(Some(Ended::Stopped));
+            }
+            let after = progress
+                .after
+                .as_deref()
+                .map(|hex| decode_hex(hex).ok_or(corrupt("projection progress")))
+                .transpose()?;
+            let page = self.engine.store().scan_docs(
+                &self.source,
+                after.as_deref(),
+                BACKFILL_PAGE_DOCS,
+            )?;
+            let exhausted = page.len() < BACKFILL_PAGE_DOCS;
+            let mut keys = Vec::with_capacity(page.len() / usize::from(partitions) + 1);
+            for (encoded, _) in &page {
+                let key = Key::decode(encoded).map_err(|_| corrupt("document key"))?;
+                if key.partition(partitions) == self.partition {
+                    keys.push(key);
+                }
+            }
+            progress.scanned += keys.len() as u64;
+            progress.after = page.last().map(|(key, _)| encode_hex(key));
+            if exhausted {
+                progress.live = true;
+                progress.after = None;
+            }
+            self.commit(keys, progress, None, projector)?;
+            self.publish(progress);
+            if exhausted {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn live(
+        &self,
+        progress: &mut Progress,
+        projector: &mut dyn Projector,
+    ) -> Result<Ended, EngineError> {
+        let name = consumer_name(&self.version.view, self.partition);
+        let options = ConsumerOptions {
+            batch_records_max: 1_000,
+            prefetch_batches_max: 2,
+            poll_wait_ms: 1_000,
+        };
+        let mut consumer = self
+            .handle
+            .block_on(async { self.engine.consumer(&name, StartAt::Head, options) })?;
+        let mut stop = self.version.stop.subscribe();
+        loop {
+            let next = self.handle.block_on(async {
+                tokio::select! {
+                    batch = consumer.next_batch() => Some(batch),
+                    _ = stop.wait_for(|stop| *stop) => None,
+                }
+            });
+            let page = match next {
+                None => {
+                    self.handle.block_on(consumer.close());
+                    return Ok(Ended::Stopped);
+                }
+                Some(None) => return Ok(Ended::EngineClosed),
+                Some(Some(page)) => page?,
+            };
+            let mut work = WorkSet::default();
+            for (record, (record_partition, _)) in page.records.iter().zip(&page.positions) {
+                let Some(members) = split_record(record).and_then(|parts| parts.members()) else {
+                    return Err(corrupt("change record"));
+                };
+                let collection =
+                    json_str_text(members.collection).map_err(|_| corrupt("change record"))?;
+                let Some(key) = record_key(members.key) else {
+                    return Err(corrupt("change record key"));
+                };
+                if *record_partition == self.partition && collection == self.source {
+                    work.insert(key.clone());
+                }
+                let dependency = key.to_string();
+                let mut after: Option<Vec<u8>> = None;
+                loop {
+                    let dependents = self.engine.store().view_dependents(
+                        &self.version.view,
+                        self.partition,
+                        &collection,
+                        dependency.as_bytes(),
+                        after.as_deref(),
+                        DEPENDENTS_PAGE,
+                    )?;
+                    let full = dependents.len() == DEPENDENTS_PAGE;
+                    for source in &dependents {
+                        let key = Key::decode(source).map_err(|_| corrupt("dependency"))?;
+                        if work.insert(key) {
+                            self.metrics
+                                .reruns
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        if work.len() >= SOURCES_PER_COMMIT_MAX {
+                            self.commit(work.take(), progress, None, projector)?;
+                        }
+                    }
+                    after = dependents.last().cloned();
+                    if !full {
+                        break;
+                    }
+                }
+            }
+            self.commit(
+                work.take(),
+                progress,
+                Some((&mut consumer, &page.next)),
+                projector,
+            )?;
+            self.publish(progress);
+        }
+    }
+
+    /// Projects `keys` (in one snapshot) and commits the outcome, with the consumer's
+    /// cursor when `through` is given.
+    fn commit(
+        &self,
+        keys: Vec<Key>,
+        progress: &mut Progress,
+        through: Option<(&mut sluice_engine::Consumer, &sluice_core::Cursor)>,
+        projector: &mut dyn Projector,
+    ) -> Result<(), EngineError> {
+        let lookup = Arc::new(SnapshotLookup {
+            engine: self.engine.clone(),
+            snapshot: self.engine.snapshot(),
+        });
+        let shared: Arc<dyn Lookup> = lookup.clone();
+        let mut outcomes = Vec::with_capacity(keys.len());
+        for key in keys {
+            let outcome = match lookup.snapshot.get(&self.source, &key)? {
+                None => Outcome::Deleted,
+                Some(doc) => {
+                    let text = String::from_utf8(doc).map_err(|_| corrupt("document JSON"))?;
+                    let started = Instant::now();
+                    let result = projector.project(&text, &shared);
+                    self.metrics
+                        .call_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .calls
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match result {
+                        Ok(projected) => Outcome::Projected(projected),
+                        Err(error) => Outcome::Failed(error),
+                    }
+                }
+            };
+            outcomes.push((key, outcome));
+        }
+        drop(shared);
+        drop(lookup);
+        let now_ms = now_ms();
+        let version = &self.version;
+        // Entry keys are shared by the partitions: who owns one is decided and written
+        // under the view's lock.
+        let _guard = version
+            .commit_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut writes = Writes::new(
+            &self.engine,
+            &version.view,
+            self.partition,
+            &version.script_hash,
+        );
+        for (key, outcome) in outcomes {
+            writes.add(&key, outcome, now_ms)?;
+        }
+        self.metrics
+            .errors
+            .fetch_add(writes.errors, std::sync::atomic::Ordering::Relaxed);
+        let mut next = progress.clone();
+        next.entries += writes.entries_delta;
+        next.errors += writes.errors_delta;
+        let stored = StoredProgress {
+            progress: next.clone(),
+            script_hash: version.script_hash.clone(),
+        };
+        let progress_bytes =
+            serde_json::to_vec(&stored).map_err(|_| corrupt("projection progress"))?;
+        let (view, partition) = (version.view.as_str(), self.partition);
+        let write = |batch: &mut sluice_store::Batch<'_>| {
+            writes.write(batch);
+            batch.put_view_progress(view, partition, &progress_bytes);
+        };
+        match through {
+            Some((consumer, cursor)) => consumer.commit_with(cursor, write)?,
+            None => self.engine.commit_batch(write)?,
+        }
+        *progress = next;
+        Ok(())
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+pub(crate) fn encode_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
+}
+
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
+        .collect()
+}
