@@ -149,6 +149,10 @@ pub struct ProjectionVersionBody {
     /// Source documents the backfill projected so far.
     pub backfilled: u64,
     pub source_documents: u64,
+    /// Change records committed through the cursors, all partitions' consumers summed.
+    pub records_committed: u64,
+    /// Change records in the log now.
+    pub log_records: u64,
     pub failures: Vec<String>,
 }
 

@@ -51,6 +51,11 @@ pub(crate) struct Writes<'a> {
     pub errors_delta: i64,
     /// Calls that failed or lost an entry key to another source.
     pub errors: u64,
+    /// Collections a source of this commit started to read.
+    pub read_collections: std::collections::BTreeSet<String>,
+    /// Error records this partition had before this commit: with none, no source of the
+    /// commit has one (each source appears once per commit), and the reads are skipped.
+    errors_stored: i64,
 }
 
 /// A dependency's key as stored: the key's canonical text when the collection's keys
@@ -70,7 +75,13 @@ fn corrupt(what: &'static str) -> EngineError {
 }
 
 impl<'a> Writes<'a> {
-    pub fn new(engine: &'a Engine, view: &'a str, partition: u16, script_hash: &'a str) -> Self {
+    pub fn new(
+        engine: &'a Engine,
+        view: &'a str,
+        partition: u16,
+        script_hash: &'a str,
+        errors_stored: i64,
+    ) -> Self {
         Self {
             engine,
             view,
@@ -81,6 +92,8 @@ impl<'a> Writes<'a> {
             entries_delta: 0,
             errors_delta: 0,
             errors: 0,
+            read_collections: std::collections::BTreeSet::new(),
+            errors_stored,
         }
     }
 
@@ -101,6 +114,9 @@ impl<'a> Writes<'a> {
     }
 
     fn has_error(&self, source: &[u8]) -> Result<bool, EngineError> {
+        if self.errors_stored <= 0 {
+            return Ok(false);
+        }
         Ok(self
             .engine
             .store()
@@ -162,6 +178,11 @@ impl<'a> Writes<'a> {
             reads: projected.reads,
         };
         for entry in projected.entries {
+            // A key the source owns is its own: no one else can hold it.
+            if old.entries.contains(&entry.key) {
+                kept.entries.push(entry);
+                continue;
+            }
             match self.entry_owner(&entry.key)? {
                 Some(owner) if owner != source_text => conflicts.push((entry.key, owner)),
                 _ => kept.entries.push(entry),
@@ -189,6 +210,9 @@ impl<'a> Writes<'a> {
             ));
         }
         for read in &delta.added_reads {
+            if !self.read_collections.contains(&read.collection) {
+                self.read_collections.insert(read.collection.clone());
+            }
             let dependency = dependency_key(self.engine, read);
             self.writes.push(Write::PutDependency(
                 read.collection.clone(),

@@ -47,6 +47,14 @@ pub(crate) struct Progress {
     pub scanned: u64,
     pub entries: i64,
     pub errors: i64,
+    /// Change records committed through this partition's cursor (each partition's
+    /// consumer reads every partition's records): a record committed twice would show.
+    #[serde(default)]
+    pub records: u64,
+    /// Collections this partition's sources ever read: records of other collections have
+    /// no dependents here and are skipped unparsed.
+    #[serde(default)]
+    pub read_collections: std::collections::BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -175,6 +183,10 @@ pub struct VersionStatus {
     pub backfilled: u64,
     /// Documents in the source collection (what the backfill goes through).
     pub source_documents: u64,
+    /// Change records committed through the cursors, all partitions' consumers summed.
+    pub records_committed: u64,
+    /// Change records in the log now (the consumers' target, each).
+    pub log_records: u64,
     /// Why a worker is not making progress.
     pub failures: Vec<String>,
 }
@@ -278,6 +290,13 @@ impl Runtime {
         let handle = tokio::runtime::Handle::current();
         let mut plans = Vec::new();
         for config in &engine.config().projections {
+            if config.target == sluice_core::config::ProjectionTarget::Redis {
+                // Refusing beats serving a read model that silently never fills.
+                return Err(format!(
+                    "projection {:?}: target = \"redis\" is not run by this build yet; use target = \"embedded\"",
+                    config.name
+                ));
+            }
             plans.push((config.clone(), load_plan(config, config_dir)?));
         }
         let projections = plans
@@ -816,6 +835,8 @@ impl Runtime {
             errors: 0,
             backfilled: 0,
             source_documents,
+            records_committed: 0,
+            log_records: self.engine.head().offsets().iter().sum(),
             failures: Vec::new(),
         };
         let running = !version
@@ -845,6 +866,7 @@ impl Runtime {
             status.entries += progress.entries;
             status.errors += progress.errors;
             status.backfilled += progress.scanned;
+            status.records_committed += progress.records;
             status.failures.extend(failure);
             if running
                 && let Ok(Some(position)) = self

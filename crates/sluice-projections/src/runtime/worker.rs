@@ -47,14 +47,39 @@ enum Ended {
     EngineClosed,
 }
 
-/// Lookups of one chunk, all in one snapshot of the store.
+/// Lookups of one chunk, all in one snapshot of the store. The snapshot does not change,
+/// so a document read twice in a chunk (a location many doctors name) is read once.
 struct SnapshotLookup {
     engine: Engine,
     snapshot: DocSnapshot,
+    cache: std::sync::Mutex<std::collections::HashMap<(String, String), Option<String>>>,
 }
+
+/// Documents one chunk's lookup cache holds at most.
+const LOOKUP_CACHE_DOCS_MAX: usize = 4_096;
 
 impl Lookup for SnapshotLookup {
     fn get(&self, collection: &str, key: &str) -> Result<Option<String>, LookupError> {
+        let cache_key = (collection.to_owned(), key.to_owned());
+        if let Some(found) = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&cache_key)
+        {
+            return Ok(found.clone());
+        }
+        let found = self.read(collection, key)?;
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() < LOOKUP_CACHE_DOCS_MAX {
+            cache.insert(cache_key, found.clone());
+        }
+        Ok(found)
+    }
+}
+
+impl SnapshotLookup {
+    fn read(&self, collection: &str, key: &str) -> Result<Option<String>, LookupError> {
         let spec = self
             .engine
             .collection(collection)
@@ -280,11 +305,19 @@ impl Worker {
                 };
                 let collection =
                     json_str_text(members.collection).map_err(|_| corrupt("change record"))?;
+                let is_source = *record_partition == self.partition && collection == self.source;
+                let is_read = progress.read_collections.contains(collection.as_ref());
+                if !is_source && !is_read {
+                    continue;
+                }
                 let Some(key) = record_key(members.key) else {
                     return Err(corrupt("change record key"));
                 };
-                if *record_partition == self.partition && collection == self.source {
+                if is_source {
                     work.insert(key.clone());
+                }
+                if !is_read {
+                    continue;
                 }
                 let dependency = key.to_string();
                 let mut after: Option<Vec<u8>> = None;
@@ -318,7 +351,7 @@ impl Worker {
             self.commit(
                 work.take(),
                 progress,
-                Some((&mut consumer, &page.next)),
+                Some((&mut consumer, &page.next, page.records.len() as u64)),
                 projector,
             )?;
             self.publish(progress);
@@ -326,17 +359,18 @@ impl Worker {
     }
 
     /// Projects `keys` (in one snapshot) and commits the outcome, with the consumer's
-    /// cursor when `through` is given.
+    /// cursor when `through` is given (and how many records that cursor moves past).
     fn commit(
         &self,
         keys: Vec<Key>,
         progress: &mut Progress,
-        through: Option<(&mut sluice_engine::Consumer, &sluice_core::Cursor)>,
+        through: Option<(&mut sluice_engine::Consumer, &sluice_core::Cursor, u64)>,
         projector: &mut dyn Projector,
     ) -> Result<(), EngineError> {
         let lookup = Arc::new(SnapshotLookup {
             engine: self.engine.clone(),
             snapshot: self.engine.snapshot(),
+            cache: std::sync::Mutex::new(std::collections::HashMap::new()),
         });
         let shared: Arc<dyn Lookup> = lookup.clone();
         let mut outcomes = Vec::with_capacity(keys.len());
@@ -376,6 +410,7 @@ impl Worker {
             &version.view,
             self.partition,
             &version.script_hash,
+            progress.errors,
         );
         for (key, outcome) in outcomes {
             writes.add(&key, outcome, now_ms)?;
@@ -384,7 +419,12 @@ impl Worker {
             .errors
             .fetch_add(writes.errors, std::sync::atomic::Ordering::Relaxed);
         let mut next = progress.clone();
+        if let Some((_, _, records)) = &through {
+            next.records += *records;
+        }
         next.entries += writes.entries_delta;
+        next.read_collections
+            .extend(std::mem::take(&mut writes.read_collections));
         next.errors += writes.errors_delta;
         let stored = StoredProgress {
             progress: next.clone(),
@@ -398,7 +438,7 @@ impl Worker {
             batch.put_view_progress(view, partition, &progress_bytes);
         };
         match through {
-            Some((consumer, cursor)) => consumer.commit_with(cursor, write)?,
+            Some((consumer, cursor, _)) => consumer.commit_with(cursor, write)?,
             None => self.engine.commit_batch(write)?,
         }
         *progress = next;
