@@ -226,7 +226,8 @@ impl<'a> Writes<'a> {
             if old != Owned::default() {
                 self.writes.push(Write::RemoveOwner(source.clone()));
             }
-        } else {
+        } else if owned != old {
+            // Unchanged (the same keys and reads, the common re-run): nothing to write.
             self.writes
                 .push(Write::PutOwner(source.clone(), owned.encode()));
         }
