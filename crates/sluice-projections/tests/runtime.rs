@@ -606,3 +606,179 @@ proptest! {
         });
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The Redis target, against the real Redis (`SLUICE_TEST_REDIS_URL`).
+
+fn redis_url() -> Option<String> {
+    match std::env::var("SLUICE_TEST_REDIS_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            println!("skipping: SLUICE_TEST_REDIS_URL is not set");
+            None
+        }
+    }
+}
+
+/// A key prefix no other test run uses.
+fn unique_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("sluice-test-{}-{nanos}:", std::process::id())
+}
+
+fn open_redis(dir: &Path, url: &str, prefix: &str) -> (Engine, Arc<Runtime>) {
+    let text = format!(
+        "{}target = \"redis\"\n[projections.redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n",
+        config("profile.js")
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let engine = Engine::open(&config, &dir.join("data")).unwrap();
+    let runtime = Runtime::start(engine.clone(), dir).unwrap();
+    (engine, runtime)
+}
+
+/// Every `{prefix}profile:*` key of Redis, by entry key.
+fn redis_entries(connection: &mut redis::Connection, prefix: &str) -> BTreeMap<String, Value> {
+    let pattern = format!("{prefix}profile:*");
+    let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(connection).unwrap();
+    keys.into_iter()
+        .filter_map(|key| {
+            // Gone since KEYS listed it (a rebuild or a switch in progress): not there.
+            let text: Option<String> = redis::cmd("GET").arg(&key).query(connection).unwrap();
+            let entry = key[prefix.len() + "profile:".len()..].to_owned();
+            Some((entry, serde_json::from_str(&text?).unwrap()))
+        })
+        .collect()
+}
+
+fn embedded_entries(runtime: &Runtime, keys: impl Iterator<Item = u64>) -> BTreeMap<String, Value> {
+    keys.filter_map(|key| {
+        let key = key.to_string();
+        runtime
+            .get("profile", &key)
+            .unwrap()
+            .map(|text| (key, serde_json::from_str(&text).unwrap()))
+    })
+    .collect()
+}
+
+/// Waits until Redis holds exactly `expected`.
+async fn redis_holds(
+    connection: &mut redis::Connection,
+    prefix: &str,
+    expected: &BTreeMap<String, Value>,
+) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let actual = redis_entries(connection, prefix);
+        if &actual == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Redis never held the projection: {} keys, want {}",
+            actual.len(),
+            expected.len()
+        );
+        // Redis announces nothing: poll.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_target_mirrors_once_and_rebuilds_what_redis_lost() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix();
+    let mut connection = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("profile.js"), PROFILE).unwrap();
+    let (engine, runtime) = open_redis(dir.path(), &url, &prefix);
+    post(
+        &engine,
+        "location",
+        &[json!({"location_id": 1, "name": "Hope", "city": "Chicago"})],
+    )
+    .await;
+    let doctors: Vec<Value> = (0..40)
+        .map(|id| json!({"doctor_id": id, "name": format!("d{id}"), "location_id": 1}))
+        .collect();
+    post(&engine, "doctor", &doctors).await;
+    assert!(runtime.wait_caught_up("profile", WAIT).await.unwrap());
+    let expected = embedded_entries(&runtime, 0..40);
+    assert_eq!(expected.len(), 40);
+    redis_holds(&mut connection, &prefix, &expected).await;
+    // Renames and deletes reach Redis too.
+    post(
+        &engine,
+        "location",
+        &[json!({"location_id": 1, "name": "Hope II"})],
+    )
+    .await;
+    engine
+        .submit("doctor", vec![delete(&engine, "doctor", "3")])
+        .await
+        .unwrap();
+    assert!(runtime.wait_caught_up("profile", WAIT).await.unwrap());
+    let expected = embedded_entries(&runtime, 0..40);
+    assert_eq!(expected.len(), 39);
+    assert_eq!(expected["7"]["locations"][0]["name"], "Hope II");
+    redis_holds(&mut connection, &prefix, &expected).await;
+    // Each commit with writes for Redis was applied there once.
+    let status = runtime.status("profile").unwrap();
+    let commits = status.version.as_ref().unwrap().redis_commits;
+    let applied: u64 = (0..3)
+        .map(|partition| {
+            redis::cmd("GET")
+                .arg(format!("{prefix}profile#applied:{partition}"))
+                .query::<Option<u64>>(&mut connection)
+                .unwrap()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(applied, commits, "{status:?}");
+    // Redis loses everything (a restart without persistence): Sluice notices and rebuilds.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut connection)
+        .unwrap();
+    let _: () = redis::cmd("DEL").arg(&keys).query(&mut connection).unwrap();
+    redis_holds(&mut connection, &prefix, &expected).await;
+    let rebuilds = runtime.status("profile").unwrap().redis_rebuilds.unwrap();
+    assert!(rebuilds >= 3, "every partition rebuilt: {rebuilds}");
+    // And goes on from there.
+    post(
+        &engine,
+        "doctor",
+        &[json!({"doctor_id": 7, "name": "seven"})],
+    )
+    .await;
+    assert!(runtime.wait_caught_up("profile", WAIT).await.unwrap());
+    let expected = embedded_entries(&runtime, 0..40);
+    redis_holds(&mut connection, &prefix, &expected).await;
+    // A reload switches Redis to the new version, and keys only the old one had go.
+    std::fs::write(
+        dir.path().join("profile.js"),
+        "export default function (d) { return d.doctor_id % 2 ? null : {key: d.doctor_id, value: {even: d.doctor_id}}; }",
+    )
+    .unwrap();
+    assert_eq!(runtime.reload("profile").await.unwrap().outcome, "building");
+    assert!(runtime.wait_caught_up("profile", WAIT).await.unwrap());
+    let expected = embedded_entries(&runtime, 0..40);
+    assert_eq!(expected.len(), 20);
+    assert_eq!(expected["4"], json!({"even": 4}));
+    redis_holds(&mut connection, &prefix, &expected).await;
+    runtime.shutdown();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut connection)
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(&keys).query(&mut connection).unwrap();
+    }
+}

@@ -133,6 +133,9 @@ pub struct ProjectionBody {
     pub errors_total: u64,
     /// Source documents re-run because a document they read changed.
     pub reruns: u64,
+    /// With `target = "redis"`: partitions rebuilt in Redis (it lost the keys, or a new
+    /// version became active); null for the embedded target.
+    pub redis_rebuilds: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -153,6 +156,8 @@ pub struct ProjectionVersionBody {
     pub records_committed: u64,
     /// Change records in the log now.
     pub log_records: u64,
+    /// With `target = "redis"`: commits with writes for Redis (each applied there once).
+    pub redis_commits: u64,
     pub failures: Vec<String>,
 }
 

@@ -9,6 +9,7 @@
 //! d | view | partition u16 BE | collection | dep key | source key → (empty): source read dep
 //! x | view | partition u16 BE | source key                        → the source's projection error
 //! p | view | partition u16 BE                                     → the partition's progress
+//! r | view | partition u16 BE                                     → its last writes to an external target
 //! a | read model name                                             → its active view id
 //! ```
 //!
@@ -28,6 +29,7 @@ const DEPENDENCY: u8 = b'd';
 const ERROR: u8 = b'x';
 const PROGRESS: u8 = b'p';
 const ACTIVE: u8 = b'a';
+const OUTBOX: u8 = b'r';
 
 fn push_part(key: &mut Vec<u8>, part: &[u8]) {
     // Callers bound every part far below u16::MAX (view ids, collection names, keys of
@@ -67,6 +69,12 @@ fn error_key(view: &str, partition: u16, source: &[u8]) -> Vec<u8> {
 
 fn progress_key(view: &str, partition: u16) -> Vec<u8> {
     let mut out = view_prefix(PROGRESS, view);
+    out.extend_from_slice(&partition.to_be_bytes());
+    out
+}
+
+fn outbox_key(view: &str, partition: u16) -> Vec<u8> {
+    let mut out = view_prefix(OUTBOX, view);
     out.extend_from_slice(&partition.to_be_bytes());
     out
 }
@@ -170,6 +178,24 @@ impl Store {
         Ok(self.views.get(error_key(view, partition, source))?)
     }
 
+    /// Owner records of `partition`'s sources in `view`, by source key, strictly after
+    /// `after` (a source key as this returns it).
+    pub fn scan_view_owners(
+        &self,
+        view: &str,
+        partition: u16,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Bytes)>> {
+        let mut prefix = view_prefix(OWNER, view);
+        prefix.extend_from_slice(&partition.to_be_bytes());
+        crate::scan_after(&self.views, &prefix, after, limit)
+    }
+
+    pub fn get_view_outbox(&self, view: &str, partition: u16) -> Result<Option<Bytes>> {
+        Ok(self.views.get(outbox_key(view, partition))?)
+    }
+
     pub fn get_view_progress(&self, view: &str, partition: u16) -> Result<Option<Bytes>> {
         Ok(self.views.get(progress_key(view, partition))?)
     }
@@ -184,7 +210,7 @@ impl Store {
     pub fn remove_view_records(&self, view: &str, limit: usize) -> Result<usize> {
         let mut batch = self.batch();
         let mut removed = 0;
-        for kind in [ENTRY, OWNER, DEPENDENCY, ERROR, PROGRESS] {
+        for kind in [ENTRY, OWNER, DEPENDENCY, ERROR, PROGRESS, OUTBOX] {
             let prefix = view_prefix(kind, view);
             for guard in self.views.prefix(&prefix) {
                 if removed >= limit {
@@ -234,6 +260,11 @@ impl Batch<'_> {
     pub fn put_view_progress(&mut self, view: &str, partition: u16, progress: &[u8]) {
         self.inner
             .insert(&self.store.views, progress_key(view, partition), progress);
+    }
+
+    pub fn put_view_outbox(&mut self, view: &str, partition: u16, outbox: &[u8]) {
+        self.inner
+            .insert(&self.store.views, outbox_key(view, partition), outbox);
     }
 
     pub fn put_active_view(&mut self, name: &str, view: &str) {

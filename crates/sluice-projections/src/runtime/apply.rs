@@ -56,6 +56,8 @@ pub(crate) struct Writes<'a> {
     /// Error records this partition had before this commit: with none, no source of the
     /// commit has one (each source appears once per commit), and the reads are skipped.
     errors_stored: i64,
+    /// The entry writes for an external target (Redis), when one mirrors this view.
+    pub ops: Option<Vec<super::redis::Op>>,
 }
 
 /// A dependency's key as stored: the key's canonical text when the collection's keys
@@ -81,6 +83,7 @@ impl<'a> Writes<'a> {
         partition: u16,
         script_hash: &'a str,
         errors_stored: i64,
+        mirror: bool,
     ) -> Self {
         Self {
             engine,
@@ -94,6 +97,7 @@ impl<'a> Writes<'a> {
             errors: 0,
             read_collections: std::collections::BTreeSet::new(),
             errors_stored,
+            ops: mirror.then(Vec::new),
         }
     }
 
@@ -192,8 +196,17 @@ impl<'a> Writes<'a> {
         for key in &delta.removed_entries {
             self.owners.insert((*key).to_owned(), None);
             self.writes.push(Write::RemoveEntry((*key).to_owned()));
+            if let Some(ops) = &mut self.ops {
+                ops.push(super::redis::Op::Del((*key).to_owned()));
+            }
         }
         for entry in &delta.put_entries {
+            if let Some(ops) = &mut self.ops {
+                ops.push(super::redis::Op::Set(
+                    entry.key.clone(),
+                    entry.value.clone(),
+                ));
+            }
             self.owners
                 .insert(entry.key.clone(), Some(source_text.clone()));
             self.writes.push(Write::PutEntry(
@@ -247,7 +260,7 @@ impl<'a> Writes<'a> {
         Ok(())
     }
 
-    /// Adds every record to `batch`.
+    /// Adds every record to `batch` (the Redis writes, if any, are taken before).
     pub fn write(self, batch: &mut Batch<'_>) {
         let (view, partition) = (self.view, self.partition);
         for write in self.writes {

@@ -11,6 +11,7 @@
 //! readers see the old version until the new one is complete.
 
 mod apply;
+mod redis;
 mod worker;
 
 use crate::{NATIVE_PREFIX, Projector, Script, ScriptError, ScriptLimits, native, owned};
@@ -55,6 +56,9 @@ pub(crate) struct Progress {
     /// no dependents here and are skipped unparsed.
     #[serde(default)]
     pub read_collections: std::collections::BTreeSet<String>,
+    /// The Redis target: the sequence number of the last commit with writes for it.
+    #[serde(default)]
+    pub redis_seq: u64,
 }
 
 #[derive(Default)]
@@ -72,6 +76,10 @@ pub(crate) struct VersionState {
     pub commit_lock: Mutex<()>,
     pub partitions: Vec<Mutex<PartitionStatus>>,
     pub stop: watch::Sender<bool>,
+    /// The Redis target mirrors this version (it is the active one).
+    pub mirror: std::sync::atomic::AtomicBool,
+    /// Times a partition was rebuilt in Redis (a flushed or restarted Redis, a switch).
+    pub redis_rebuilds: AtomicU64,
 }
 
 pub(crate) struct ProjectionMetrics {
@@ -166,6 +174,9 @@ pub struct ProjectionStatus {
     pub calls: u64,
     pub errors_total: u64,
     pub reruns: u64,
+    /// With `target = "redis"`: times a partition was rebuilt in Redis (Redis lost the
+    /// projection's keys, or a new version became active).
+    pub redis_rebuilds: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -187,6 +198,9 @@ pub struct VersionStatus {
     pub records_committed: u64,
     /// Change records in the log now (the consumers' target, each).
     pub log_records: u64,
+    /// With `target = "redis"`: commits with writes for Redis, all partitions summed
+    /// (each applied there exactly once).
+    pub redis_commits: u64,
     /// Why a worker is not making progress.
     pub failures: Vec<String>,
 }
@@ -234,6 +248,21 @@ fn short_digest(text: &str) -> String {
             let _ = write!(out, "{byte:02x}");
             out
         })
+}
+
+/// The Redis target of a projection with `target = "redis"`.
+fn redis_target(config: &ProjectionConfig) -> Result<redis::RedisTarget, String> {
+    let Some(settings) = &config.redis else {
+        return Err(format!(
+            "projection {:?}: target = \"redis\" needs [projections.redis]",
+            config.name
+        ));
+    };
+    redis::RedisTarget::new(&settings.url, &settings.key_prefix, &config.name)
+}
+
+fn is_redis(config: &ProjectionConfig) -> bool {
+    config.target == sluice_core::config::ProjectionTarget::Redis
 }
 
 /// Loads a projection's script (or native projector) and checks it compiles.
@@ -291,11 +320,8 @@ impl Runtime {
         let mut plans = Vec::new();
         for config in &engine.config().projections {
             if config.target == sluice_core::config::ProjectionTarget::Redis {
-                // Refusing beats serving a read model that silently never fills.
-                return Err(format!(
-                    "projection {:?}: target = \"redis\" is not run by this build yet; use target = \"embedded\"",
-                    config.name
-                ));
+                // Checked now, so that a bad URL refuses the start.
+                redis_target(config)?;
             }
             plans.push((config.clone(), load_plan(config, config_dir)?));
         }
@@ -344,7 +370,7 @@ impl Runtime {
             .get_active_view(name)?
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         if active.as_deref() == Some(plan.view.as_str()) {
-            let version = self.start_version(&projection, plan)?;
+            let version = self.start_version(&projection, plan, true)?;
             *projection
                 .active
                 .write()
@@ -390,6 +416,8 @@ impl Runtime {
                 .map(|_| Mutex::new(PartitionStatus::default()))
                 .collect(),
             stop,
+            mirror: std::sync::atomic::AtomicBool::new(false),
+            redis_rebuilds: AtomicU64::new(0),
         })
     }
 
@@ -399,9 +427,11 @@ impl Runtime {
         &self,
         projection: &Arc<Projection>,
         plan: Plan,
+        active: bool,
     ) -> Result<Arc<Version>, EngineError> {
         let partitions = self.engine.partitions();
         let state = self.version_state(plan.view.clone(), plan.script_hash.clone());
+        state.mirror.store(active, Ordering::Release);
         if self
             .engine
             .store()
@@ -424,7 +454,16 @@ impl Runtime {
         let stack_bytes = projection.config.call_stack_bytes_max.saturating_mul(2) + (2 << 20);
         let mut threads = Vec::with_capacity(usize::from(partitions));
         for partition in 0..partitions {
+            let redis = if is_redis(&projection.config) {
+                Some(std::cell::RefCell::new(
+                    redis_target(&projection.config).map_err(EngineError::Invalid)?,
+                ))
+            } else {
+                None
+            };
             let worker = Worker {
+                redis,
+                mirroring: std::cell::Cell::new(false),
                 engine: self.engine.clone(),
                 handle: self.handle.clone(),
                 source: projection.config.source.clone(),
@@ -456,7 +495,7 @@ impl Runtime {
         plan: Plan,
     ) -> Result<(), EngineError> {
         let view = plan.view.clone();
-        let version = self.start_version(projection, plan)?;
+        let version = self.start_version(projection, plan, false)?;
         *projection
             .building
             .lock()
@@ -526,11 +565,72 @@ impl Runtime {
                 *building = None;
             }
         }
+        // The workers of the new version notice and rebuild their partitions in Redis.
+        version.state.mirror.store(true, Ordering::Release);
         tracing::info!(projection = %name, version = %version.view(), "Projection switched to its new version.");
         if let Some(old) = old {
+            if is_redis(&projection.config) {
+                self.remove_old_redis_keys(projection, &old, version)
+                    .await?;
+            }
             self.retire(old).await?;
         }
         Ok(())
+    }
+
+    /// Deletes from Redis the keys only the old version had. Each check and delete holds
+    /// the new version's commit lock, so that a key the new version creates meanwhile is
+    /// either seen or written after the delete.
+    async fn remove_old_redis_keys(
+        &self,
+        projection: &Arc<Projection>,
+        old: &Arc<Version>,
+        new: &Arc<Version>,
+    ) -> Result<(), EngineError> {
+        let mut target = redis_target(&projection.config).map_err(EngineError::Invalid)?;
+        let engine = self.engine.clone();
+        let (old, new) = (Arc::clone(old), Arc::clone(new));
+        let removed = tokio::task::spawn_blocking(move || -> Result<(), EngineError> {
+            for partition in 0..engine.partitions() {
+                let mut after: Option<Vec<u8>> = None;
+                loop {
+                    let owners = engine.store().scan_view_owners(
+                        old.view(),
+                        partition,
+                        after.as_deref(),
+                        500,
+                    )?;
+                    let _guard = new
+                        .state
+                        .commit_lock
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let mut gone = Vec::new();
+                    for (_, bytes) in &owners {
+                        let Ok(owned) = owned::Owned::decode(bytes) else {
+                            continue;
+                        };
+                        for key in owned.entries {
+                            if engine
+                                .store()
+                                .get_view_entry(new.view(), key.as_bytes())?
+                                .is_none()
+                            {
+                                gone.push(key);
+                            }
+                        }
+                    }
+                    target.delete(&gone)?;
+                    if owners.len() < 500 {
+                        break;
+                    }
+                    after = owners.last().map(|(source, _)| source.clone());
+                }
+            }
+            Ok(())
+        })
+        .await;
+        removed.unwrap_or_else(|error| Err(EngineError::Invalid(error.to_string())))
     }
 
     /// Stops a version, waits until no reader holds it, and removes its records and
@@ -836,6 +936,7 @@ impl Runtime {
             backfilled: 0,
             source_documents,
             records_committed: 0,
+            redis_commits: 0,
             log_records: self.engine.head().offsets().iter().sum(),
             failures: Vec::new(),
         };
@@ -867,6 +968,7 @@ impl Runtime {
             status.errors += progress.errors;
             status.backfilled += progress.scanned;
             status.records_committed += progress.records;
+            status.redis_commits += progress.redis_seq;
             status.failures.extend(failure);
             if running
                 && let Ok(Some(position)) = self
@@ -937,6 +1039,11 @@ impl Runtime {
             calls: projection.metrics.calls.load(Ordering::Relaxed),
             errors_total: projection.metrics.errors.load(Ordering::Relaxed),
             reruns: projection.metrics.reruns.load(Ordering::Relaxed),
+            redis_rebuilds: is_redis(&projection.config).then(|| {
+                active.as_ref().map_or(0, |active| {
+                    active.state.redis_rebuilds.load(Ordering::Relaxed)
+                })
+            }),
         }
     }
 
@@ -1064,6 +1171,14 @@ impl Runtime {
                 version.stop();
             }
         }
+    }
+}
+
+impl Drop for Runtime {
+    /// The workers stop with the runtime, even when `shutdown` was not called (a test
+    /// that failed): they must not outlive the Tokio runtime they block on.
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 

@@ -5,6 +5,7 @@
 //! dependency edges, errors, progress and (at the end of a batch) the consumer's cursor.
 
 use super::apply::{Outcome, Writes};
+use super::redis::{ApplyOutcome, Outbox};
 use super::{Progress, ProjectionMetrics, StoredProgress, VersionState};
 use crate::{Lookup, LookupError, Projector};
 use sluice_core::Key;
@@ -13,7 +14,7 @@ use sluice_engine::{Backoff, ConsumerOptions, DocSnapshot, Engine, EngineError, 
 use sluice_store::StoreError;
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Source documents projected per commit: bounds the memory of a batch whose records
 /// fan out to many dependents, and the time the view's commit lock is held.
@@ -22,6 +23,8 @@ pub(crate) const SOURCES_PER_COMMIT_MAX: usize = 1_000;
 const BACKFILL_PAGE_DOCS: usize = 1_000;
 /// Dependents read per store scan.
 const DEPENDENTS_PAGE: usize = 1_000;
+/// How often an idle worker checks that Redis still holds its partition.
+const REDIS_CHECK_MS: u64 = 1_000;
 
 pub(crate) fn consumer_name(view: &str, partition: u16) -> String {
     format!("projection.{view}.p{partition}")
@@ -32,6 +35,10 @@ pub(crate) type Factory =
     Arc<dyn Fn() -> Result<Box<dyn Projector>, crate::ScriptError> + Send + Sync>;
 
 pub(crate) struct Worker {
+    /// With `target = "redis"`: this worker's connection.
+    pub redis: Option<std::cell::RefCell<super::redis::RedisTarget>>,
+    /// Whether this worker has brought Redis in step since its version became active.
+    pub mirroring: std::cell::Cell<bool>,
     pub engine: Engine,
     pub handle: tokio::runtime::Handle,
     pub source: String,
@@ -220,6 +227,7 @@ impl Worker {
         {
             return Ok(ended);
         }
+        self.mirroring.set(false);
         self.set_failure(None);
         self.live(&mut progress, projector)
     }
@@ -284,10 +292,13 @@ impl Worker {
             .block_on(async { self.engine.consumer(&name, StartAt::Head, options) })?;
         let mut stop = self.version.stop.subscribe();
         loop {
+            self.bring_redis_in_step(progress, false)?;
             let next = self.handle.block_on(async {
                 tokio::select! {
-                    batch = consumer.next_batch() => Some(batch),
+                    batch = consumer.next_batch() => Some(Some(batch)),
                     _ = stop.wait_for(|stop| *stop) => None,
+                    // Idle: check now and then that Redis still holds the projection.
+                    () = tokio::time::sleep(Duration::from_millis(REDIS_CHECK_MS)) => Some(None),
                 }
             });
             let page = match next {
@@ -295,8 +306,12 @@ impl Worker {
                     self.handle.block_on(consumer.close());
                     return Ok(Ended::Stopped);
                 }
-                Some(None) => return Ok(Ended::EngineClosed),
-                Some(Some(page)) => page?,
+                Some(None) => {
+                    self.bring_redis_in_step(progress, true)?;
+                    continue;
+                }
+                Some(Some(None)) => return Ok(Ended::EngineClosed),
+                Some(Some(Some(page))) => page?,
             };
             let mut work = WorkSet::default();
             for (record, (record_partition, _)) in page.records.iter().zip(&page.positions) {
@@ -411,6 +426,7 @@ impl Worker {
             self.partition,
             &version.script_hash,
             progress.errors,
+            self.mirroring.get(),
         );
         for (key, outcome) in outcomes {
             writes.add(&key, outcome, now_ms)?;
@@ -426,6 +442,21 @@ impl Worker {
         next.read_collections
             .extend(std::mem::take(&mut writes.read_collections));
         next.errors += writes.errors_delta;
+        let outbox = match writes.ops.take() {
+            Some(ops) if !ops.is_empty() => {
+                next.redis_seq += 1;
+                Some(Outbox {
+                    seq: next.redis_seq,
+                    ops,
+                })
+            }
+            _ => None,
+        };
+        let outbox_bytes = outbox
+            .as_ref()
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|_| corrupt("projection outbox"))?;
         let stored = StoredProgress {
             progress: next.clone(),
             script_hash: version.script_hash.clone(),
@@ -436,12 +467,99 @@ impl Worker {
         let write = |batch: &mut sluice_store::Batch<'_>| {
             writes.write(batch);
             batch.put_view_progress(view, partition, &progress_bytes);
+            if let Some(bytes) = &outbox_bytes {
+                batch.put_view_outbox(view, partition, bytes);
+            }
         };
         match through {
             Some((consumer, cursor, _)) => consumer.commit_with(cursor, write)?,
             None => self.engine.commit_batch(write)?,
         }
         *progress = next;
+        drop(_guard);
+        if let Some(outbox) = outbox {
+            self.apply_to_redis(&outbox, progress)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a committed outbox to Redis; rebuilds the partition there when Redis is
+    /// not where the embedded store says it is.
+    fn apply_to_redis(&self, outbox: &Outbox, progress: &Progress) -> Result<(), EngineError> {
+        let Some(redis) = &self.redis else {
+            return Ok(());
+        };
+        let applied = redis
+            .borrow_mut()
+            .apply(&self.version.view, self.partition, outbox)?;
+        if applied == ApplyOutcome::OutOfStep {
+            self.rebuild_redis(progress)?;
+        }
+        Ok(())
+    }
+
+    fn rebuild_redis(&self, progress: &Progress) -> Result<(), EngineError> {
+        let Some(redis) = &self.redis else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let written = redis.borrow_mut().rebuild(
+            &self.engine,
+            &self.version.view,
+            self.partition,
+            progress.redis_seq,
+        )?;
+        self.version
+            .redis_rebuilds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            view = %self.version.view,
+            partition = self.partition,
+            entries = written,
+            ms = started.elapsed().as_millis() as u64,
+            "Redis did not hold this projection's partition (restarted, flushed, or a new version): rebuilt it from the embedded entries."
+        );
+        Ok(())
+    }
+
+    /// Once this version mirrors to Redis (it became active), and on `recheck`: makes
+    /// sure Redis is at this partition's last commit, applying the stored outbox that a
+    /// crash may have left unapplied, or rebuilding.
+    fn bring_redis_in_step(&self, progress: &Progress, recheck: bool) -> Result<(), EngineError> {
+        let Some(redis) = &self.redis else {
+            return Ok(());
+        };
+        if !self
+            .version
+            .mirror
+            .load(std::sync::atomic::Ordering::Acquire)
+            || (self.mirroring.get() && !recheck)
+        {
+            return Ok(());
+        }
+        let view = &self.version.view;
+        if !redis
+            .borrow_mut()
+            .in_step(view, self.partition, progress.redis_seq)?
+        {
+            let outbox = self
+                .engine
+                .store()
+                .get_view_outbox(view, self.partition)?
+                .map(|bytes| {
+                    serde_json::from_slice::<Outbox>(&bytes)
+                        .map_err(|_| corrupt("projection outbox"))
+                })
+                .transpose()?;
+            match outbox {
+                // After a restart, the last commit may not have reached Redis.
+                Some(outbox) if outbox.seq == progress.redis_seq => {
+                    self.apply_to_redis(&outbox, progress)?
+                }
+                _ => self.rebuild_redis(progress)?,
+            }
+        }
+        self.mirroring.set(true);
         Ok(())
     }
 }
