@@ -1,10 +1,12 @@
-//! Crash test of the projections: the real `sluice` binary with an embedded projection
-//! of doctors and the locations they name, heavy updates of both from client threads,
-//! SIGKILL at a random moment, restart, for every round. At the end the projection must
-//! equal the projection recomputed from scratch over the final documents (no entry
-//! missing, stale or extra), and every change record must have been committed through
-//! each partition's cursor exactly once (the runtime counts them in the same commit as
-//! the cursor: a record applied twice would count twice).
+//! Crash test of the projections: the real `sluice` binary with a projection of doctors
+//! and the locations they name, in the embedded store and (with `SLUICE_TEST_REDIS_URL`)
+//! in Redis, heavy updates of both from client threads, SIGKILL at a random moment,
+//! restart, for every round. At the end each projection must equal the projection
+//! recomputed from scratch over the final documents (no entry missing, stale or extra),
+//! every change record must have been committed through each partition's cursor exactly
+//! once (the runtime counts them in the same commit as the cursor: a record applied
+//! twice would count twice), and every commit with writes for Redis must have been
+//! applied there exactly once (Redis counts them in the script that applies them).
 #![cfg(unix)]
 
 mod support;
@@ -41,6 +43,13 @@ name = "profile"
 source = "doctor"
 script = "profile.js"
 "#;
+
+/// The same projection into Redis.
+fn redis_projection(url: &str, prefix: &str) -> String {
+    format!(
+        "\n[[projections]]\nname = \"profile_redis\"\nsource = \"doctor\"\nscript = \"profile.js\"\ntarget = \"redis\"\n[projections.redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n"
+    )
+}
 
 /// A doctor with the name of its location, and of that location's parent: lookups two
 /// deep, so that renames fan out.
@@ -153,20 +162,23 @@ fn documents(address: SocketAddr, collection: &str) -> BTreeMap<String, Value> {
     }
 }
 
-/// Waits until the projection is live with nothing behind; its status then.
-fn caught_up(address: SocketAddr, log: &std::path::Path) -> Value {
+/// Waits until every projection is live with nothing behind; their statuses then.
+fn caught_up(address: SocketAddr, log: &std::path::Path) -> Vec<Value> {
     let started = Instant::now();
     loop {
         let list = get_json(address, "/v1/projections").unwrap_or_else(|error| panic!("{error}"));
-        let status = list["projections"][0].clone();
-        let version = &status["version"];
-        if status["status"] == "live"
-            && status["building"].is_null()
-            && version["lag_records"] == 0
-            && version["phase"] == "live"
-        {
-            return status;
+        let statuses = list["projections"].as_array().cloned().unwrap_or_default();
+        let done = |status: &Value| {
+            let version = &status["version"];
+            status["status"] == "live"
+                && status["building"].is_null()
+                && version["lag_records"] == 0
+                && version["phase"] == "live"
+        };
+        if !statuses.is_empty() && statuses.iter().all(done) {
+            return statuses;
         }
+        let status = Value::from(statuses);
         assert!(
             started.elapsed() < CATCH_UP,
             "the projection did not catch up: {status}\n--- server log ---\n{}",
@@ -181,7 +193,18 @@ fn caught_up(address: SocketAddr, log: &std::path::Path) -> Value {
 fn projections_survive_sigkill_and_equal_a_recomputation() {
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
     let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, CONFIG).unwrap_or_else(|error| panic!("{error}"));
+    let redis_url = std::env::var("SLUICE_TEST_REDIS_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty());
+    let redis_prefix = format!("sluice-crash-{}:", std::process::id());
+    let config_text = match &redis_url {
+        Some(url) => format!("{CONFIG}{}", redis_projection(url, &redis_prefix)),
+        None => {
+            println!("SLUICE_TEST_REDIS_URL is not set: only the embedded projection is checked");
+            CONFIG.to_owned()
+        }
+    };
+    std::fs::write(&config, config_text).unwrap_or_else(|error| panic!("{error}"));
     std::fs::write(dir.path().join("profile.js"), SCRIPT).unwrap_or_else(|error| panic!("{error}"));
     let data = dir.path().join("data");
     let log = dir.path().join("server.log");
@@ -209,7 +232,7 @@ fn projections_survive_sigkill_and_equal_a_recomputation() {
         }
     }
     let server = Server::start(&config, &data, &log);
-    let status = caught_up(server.address, &log);
+    let statuses = caught_up(server.address, &log);
     let doctors = documents(server.address, "doctor");
     let locations = documents(server.address, "location");
     assert!(
@@ -217,6 +240,10 @@ fn projections_survive_sigkill_and_equal_a_recomputation() {
         "only {} doctors were written",
         doctors.len()
     );
+    let expected: BTreeMap<&String, Value> = doctors
+        .iter()
+        .map(|(key, doctor)| (key, expected(doctor, &locations)))
+        .collect();
     let keys: Vec<&String> = doctors.keys().collect();
     let body = json!({"keys": keys}).to_string();
     let (code, answer) = http(
@@ -229,14 +256,13 @@ fn projections_survive_sigkill_and_equal_a_recomputation() {
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&answer));
     let answer: Value = serde_json::from_slice(&answer).unwrap_or_else(|error| panic!("{error}"));
     let mut wrong = Vec::new();
-    for (result, (key, doctor)) in answer["results"]
+    for (result, (key, want)) in answer["results"]
         .as_array()
         .into_iter()
         .flatten()
-        .zip(&doctors)
+        .zip(&expected)
     {
-        let want = expected(doctor, &locations);
-        if result["value"] != want {
+        if &result["value"] != want {
             wrong.push(format!("{key}: got {} want {want}", result["value"]));
         }
     }
@@ -247,19 +273,102 @@ fn projections_survive_sigkill_and_equal_a_recomputation() {
         doctors.len(),
         wrong[..wrong.len().min(20)].join("\n")
     );
-    let version = &status["version"];
-    assert_eq!(
-        version["entries"].as_u64(),
-        Some(doctors.len() as u64),
-        "entries beyond the doctors: {status}"
-    );
-    assert_eq!(version["errors"], 0, "{status}");
-    // Each partition's consumer commits every record of the log once.
-    let log_records = version["log_records"].as_u64().unwrap_or_default();
-    assert_eq!(
-        version["records_committed"].as_u64(),
-        Some(PARTITIONS * log_records),
-        "records committed through the cursors vs {PARTITIONS} x {log_records} in the log: {status}"
-    );
+    for status in &statuses {
+        let version = &status["version"];
+        assert_eq!(
+            version["entries"].as_u64(),
+            Some(doctors.len() as u64),
+            "entries beyond the doctors: {status}"
+        );
+        assert_eq!(version["errors"], 0, "{status}");
+        // Each partition's consumer commits every record of the log once.
+        let log_records = version["log_records"].as_u64().unwrap_or_default();
+        assert_eq!(
+            version["records_committed"].as_u64(),
+            Some(PARTITIONS * log_records),
+            "records committed through the cursors vs {PARTITIONS} x {log_records} in the log: {status}"
+        );
+    }
+    if let Some(url) = &redis_url {
+        check_redis(url, &redis_prefix, &expected, &statuses, &log);
+    }
     server.stop(&log);
+}
+
+/// Redis holds the recomputed projection, and applied each commit once.
+fn check_redis(
+    url: &str,
+    prefix: &str,
+    expected: &BTreeMap<&String, Value>,
+    statuses: &[Value],
+    log: &std::path::Path,
+) {
+    let mut connection = redis::Client::open(url)
+        .and_then(|client| client.get_connection())
+        .unwrap_or_else(|error| panic!("connecting to Redis: {error}"));
+    let status = statuses
+        .iter()
+        .find(|status| status["name"] == "profile_redis")
+        .unwrap_or_else(|| panic!("no profile_redis in {statuses:?}"));
+    let commits = status["version"]["redis_commits"]
+        .as_u64()
+        .unwrap_or_default();
+    // Redis gets each commit right after the store does: wait for the last one.
+    let started = Instant::now();
+    let applied = loop {
+        let applied: u64 = (0..PARTITIONS)
+            .map(|partition| {
+                redis::cmd("GET")
+                    .arg(format!("{prefix}profile_redis#applied:{partition}"))
+                    .query::<Option<u64>>(&mut connection)
+                    .unwrap_or_else(|error| panic!("{error}"))
+                    .unwrap_or(0)
+            })
+            .sum();
+        if applied >= commits || started.elapsed() > CATCH_UP {
+            break applied;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(commits > 0, "no commit reached Redis: {status}");
+    assert_eq!(
+        applied,
+        commits,
+        "commits applied in Redis vs committed with writes for it: {status}\n--- server log ---\n{}",
+        log_tail(log)
+    );
+    let mut wrong = Vec::new();
+    for (key, want) in expected {
+        let text: Option<String> = redis::cmd("GET")
+            .arg(format!("{prefix}profile_redis:{key}"))
+            .query(&mut connection)
+            .unwrap_or_else(|error| panic!("{error}"));
+        let got: Value = text
+            .as_deref()
+            .map(|text| serde_json::from_str(text).unwrap_or(Value::Null))
+            .unwrap_or(Value::Null);
+        if &got != want {
+            wrong.push(format!("{key}: got {got} want {want}"));
+        }
+    }
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}profile_redis:*"))
+        .query(&mut connection)
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(
+        wrong.is_empty() && keys.len() == expected.len(),
+        "Redis: {} of {} entries differ, {} keys:\n{}",
+        wrong.len(),
+        expected.len(),
+        keys.len(),
+        wrong[..wrong.len().min(20)].join("\n")
+    );
+    let all: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut connection)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let _: () = redis::cmd("DEL")
+        .arg(&all)
+        .query(&mut connection)
+        .unwrap_or_else(|error| panic!("{error}"));
 }
