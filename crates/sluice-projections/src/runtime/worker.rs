@@ -282,8 +282,11 @@ impl Worker {
         projector: &mut dyn Projector,
     ) -> Result<Ended, EngineError> {
         let name = consumer_name(&self.version.view, self.partition);
+        // Large pages while catching up: each is one commit, so the per-commit costs
+        // (the fsync, the progress record, reading every partition's log) are shared by
+        // more records. A page takes what is there, so a small load still waits for none.
         let options = ConsumerOptions {
-            batch_records_max: 1_000,
+            batch_records_max: 4_000,
             prefetch_batches_max: 2,
             poll_wait_ms: 1_000,
         };
