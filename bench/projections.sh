@@ -11,27 +11,30 @@ B="$BIN/sluice-projection-bench"
 ROUNDS="${ROUNDS:-3}"
 WORK=bench-work
 mkdir -p "$WORK"
+# Removing the previous run's data leaves the disk writing back; an fsync then stalls for
+# most of a second. Each measurement starts after `sync`.
+fresh() { rm -rf "$1"; sync; }
 date -u +%FT%TZ
 # Freshness watches for the update's `seq`, which only the script copies into a profile.
-rm -rf "$WORK/projections"
+fresh "$WORK/projections"
 "$B" freshness --rate 5000 --duration-s 15 --doctors 10000 --projector js | tail -2
 for projector in js native; do
-    rm -rf "$WORK/projections"
+    fresh "$WORK/projections"
     "$B" fanout --fanout 1000 --doctors 10000 --renames 20 --projector "$projector" | tail -2
 done
 for round in $(seq 1 "$ROUNDS"); do
     for projector in none js native; do
-        rm -rf "$WORK/projections"
+        fresh "$WORK/projections"
         "$B" throughput --events 200000 --doctors 100000 --projector "$projector" | tail -1
     done
 done
-rm -rf "$WORK/projections"
+fresh "$WORK/projections"
 "$B" backfill-seed --doctors 1000000 | tail -1
 for projector in js native; do
-    rm -rf "$WORK/backfill" && cp -r "$WORK/projections" "$WORK/backfill"
+    fresh "$WORK/backfill" && cp -r "$WORK/projections" "$WORK/backfill" && sync
     "$B" backfill --dir "$WORK/backfill" --doctors 1000000 --projector "$projector" | tail -1
 done
-rm -rf "$WORK/reads"
+fresh "$WORK/reads"
 "$B" reads-seed --keys 10000 --dir "$WORK/reads" | tail -1
 "$B" reads-serve --dir "$WORK/reads" --addr 127.0.0.1:7071 > "$WORK/reads-serve.log" 2>&1 &
 server=$!

@@ -51,10 +51,10 @@ pub struct ServerArgs {
 #[derive(clap::Args, Clone)]
 pub struct SourceArgs {
     /// The config file (sluice.toml).
-    #[arg(long, short, env = "SLUICE_CONFIG")]
+    #[arg(long, short, env = "SLUICE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Overrides `server.data_dir`.
-    #[arg(long, env = "SLUICE_DATA_DIR")]
+    #[arg(long, env = "SLUICE_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 }
 
