@@ -37,31 +37,7 @@ pub fn check_script(
     config: &sluice_core::config::ProjectionConfig,
     config_dir: &std::path::Path,
 ) -> Result<(), String> {
-    if let Some(name) = config.script.strip_prefix(NATIVE_PREFIX) {
-        return match native::by_name(name) {
-            Some(_) => Ok(()),
-            None => Err(format!(
-                "projection {:?}: no native projector {name:?} (known: {})",
-                config.name,
-                native::NAMES.join(", ")
-            )),
-        };
-    }
-    let path = config_dir.join(&config.script);
-    let source = std::fs::read_to_string(&path).map_err(|error| {
-        format!(
-            "projection {:?}: reading the script {}: {error}",
-            config.name,
-            path.display()
-        )
-    })?;
-    Script::compile(
-        &path.display().to_string(),
-        &source,
-        ScriptLimits::from(config),
-    )
-    .map(|_| ())
-    .map_err(|error| format!("projection {:?}: {error}", config.name))
+    runtime::load_plan(config, config_dir).map(|_| ())
 }
 
 use std::sync::Arc;

@@ -130,7 +130,7 @@ impl Version {
 }
 
 /// A script as loaded: its projector factory and its hash.
-struct Plan {
+pub(crate) struct Plan {
     script_hash: String,
     view: String,
     factory: Factory,
@@ -145,6 +145,24 @@ struct Projection {
     building: Mutex<Option<Arc<Version>>>,
     /// One reload at a time.
     reload: tokio::sync::Mutex<()>,
+}
+
+impl Projection {
+    /// The version readers read now.
+    fn active(&self) -> Option<Arc<Version>> {
+        self.active
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The version being built to replace it.
+    fn building(&self) -> Option<Arc<Version>> {
+        self.building
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -266,7 +284,7 @@ fn is_redis(config: &ProjectionConfig) -> bool {
 }
 
 /// Loads a projection's script (or native projector) and checks it compiles.
-fn load_plan(config: &ProjectionConfig, config_dir: &Path) -> Result<Plan, String> {
+pub(crate) fn load_plan(config: &ProjectionConfig, config_dir: &Path) -> Result<Plan, String> {
     let limits = ScriptLimits::from(config);
     let (script_hash, factory): (String, Factory) =
         if let Some(name) = config.script.strip_prefix(NATIVE_PREFIX) {
@@ -729,11 +747,7 @@ impl Runtime {
             version: plan.view.clone(),
             script_hash: plan.script_hash.clone(),
         };
-        let building = projection
-            .building
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let building = projection.building();
         if let Some(building) = &building
             && building.view() == plan.view
         {
@@ -769,10 +783,7 @@ impl Runtime {
     pub fn get(&self, name: &str, key: &str) -> Result<Option<String>, RuntimeError> {
         let projection = self.projection(name)?;
         let active = projection
-            .active
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .active()
             .ok_or_else(|| RuntimeError::NotReady(name.to_owned()))?;
         self.read_entry(active.view(), key)
     }
@@ -785,10 +796,7 @@ impl Runtime {
     ) -> Result<Vec<Option<String>>, RuntimeError> {
         let projection = self.projection(name)?;
         let active = projection
-            .active
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .active()
             .ok_or_else(|| RuntimeError::NotReady(name.to_owned()))?;
         keys.iter()
             .map(|key| self.read_entry(active.view(), key))
@@ -873,16 +881,8 @@ impl Runtime {
         let target = self.engine.head();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let active = projection
-                .active
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let building = projection
-                .building
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_some();
+            let active = projection.active();
+            let building = projection.building().is_some();
             if let Some(active) = active
                 && !building
                 && active.is_live()
@@ -988,16 +988,8 @@ impl Runtime {
             .engine
             .stats(&projection.config.source)
             .map_or(0, |counters| counters.documents.max(0) as u64);
-        let active = projection
-            .active
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let building = projection
-            .building
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let active = projection.active();
+        let building = projection.building();
         let version = active
             .as_ref()
             .map(|version| self.version_status(version, source_documents));
@@ -1162,11 +1154,7 @@ impl Runtime {
             if let Some(version) = building {
                 version.stop();
             }
-            let active = projection
-                .active
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+            let active = projection.active();
             if let Some(version) = active {
                 version.stop();
             }

@@ -1,6 +1,6 @@
 //! Documents by key, pages of documents, rejected events and counters of a collection.
 
-use super::{COMPOSITE_KEY_SUFFIX, PAGE_LIMIT_DEFAULT, json_response, query};
+use super::{COMPOSITE_KEY_SUFFIX, PAGE_LIMIT_DEFAULT, json_response, name_and_key, query};
 use crate::AppState;
 use crate::error::{ApiError, ErrorKind};
 use axum::Json;
@@ -25,23 +25,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_docs))
         .routes(routes!(list_rejected))
         .routes(routes!(stats))
-}
-
-/// The collection and the key segments of a documents route.
-fn name_and_key(params: Vec<(String, String)>) -> (String, String) {
-    let mut name = String::new();
-    let mut key = String::new();
-    for (param, value) in params {
-        match param.as_str() {
-            "name" => name = value,
-            "key" => key = value,
-            _ => {
-                key.push('/');
-                key.push_str(&value);
-            }
-        }
-    }
-    (name, key)
 }
 
 fn parse_key(engine: &Engine, name: &str, path: &str) -> Result<Key, ApiError> {

@@ -42,6 +42,24 @@ pub fn api() -> OpenApiRouter<AppState> {
 
 pub const PAGE_LIMIT_DEFAULT: usize = 100;
 
+/// The `{name}` and the key of a route with [`COMPOSITE_KEY_SUFFIX`]: the `{key}`
+/// segment and every segment after it, joined by `/`.
+pub fn name_and_key(params: Vec<(String, String)>) -> (String, String) {
+    let mut name = String::new();
+    let mut key = String::new();
+    for (param, value) in params {
+        match param.as_str() {
+            "name" => name = value,
+            "key" => key = value,
+            _ => {
+                key.push('/');
+                key.push_str(&value);
+            }
+        }
+    }
+    (name, key)
+}
+
 pub fn query<T>(params: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     params
         .map(|Query(params)| params)

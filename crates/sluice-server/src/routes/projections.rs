@@ -2,7 +2,9 @@
 //! scripts. Projections read several collections, so a token limited to some
 //! collections may not use them.
 
-use super::{COMPOSITE_KEY_SUFFIX, PAGE_LIMIT_DEFAULT, json_body, json_response, query};
+use super::{
+    COMPOSITE_KEY_SUFFIX, PAGE_LIMIT_DEFAULT, json_body, json_response, name_and_key, query,
+};
 use crate::AppState;
 use crate::error::{ApiError, ErrorKind};
 use crate::projections::Projections;
@@ -63,23 +65,6 @@ async fn list_projections(State(state): State<AppState>) -> Response {
     Json(serde_json::json!({ "projections": projections })).into_response()
 }
 
-/// The key of an entry route, slashes included.
-fn entry_key(params: Vec<(String, String)>) -> (String, String) {
-    let mut name = String::new();
-    let mut key = String::new();
-    for (param, value) in params {
-        match param.as_str() {
-            "name" => name = value,
-            "key" => key = value,
-            _ => {
-                key.push('/');
-                key.push_str(&value);
-            }
-        }
-    }
-    (name, key)
-}
-
 /// One entry of the active version: `{"key": ..., "value": ...}`. A key with slashes
 /// continues over more segments; the key `errors` is read with `POST .../get`.
 #[utoipa::path(
@@ -97,7 +82,7 @@ async fn get_entry(
     State(state): State<AppState>,
     Path(params): Path<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let (name, key) = entry_key(params);
+    let (name, key) = name_and_key(params);
     let Some(value) = runtime(&state, &name)?.get(&name, &key)? else {
         return Err(ApiError::new(
             ErrorKind::ProjectionEntryNotFound,
