@@ -20,6 +20,13 @@ pub struct CollectionSpec {
 }
 
 impl CollectionSpec {
+    /// A key of this collection as text: one segment per key field, joined by `/` (as
+    /// in document URLs and `ctx.get`).
+    pub fn key_from_text(&self, text: &str) -> Result<Key, KeyError> {
+        let segments: Vec<&str> = text.split('/').collect();
+        Key::from_segments(&segments, self.key.len())
+    }
+
     /// Compiles a validated config entry. Pointers were checked by `Config::validate`.
     pub fn from_config(config: &CollectionConfig) -> Result<Self, crate::pointer::PointerError> {
         Ok(Self {

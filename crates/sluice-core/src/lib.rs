@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod diff;
 pub mod event;
 pub mod hash;
+pub mod hex;
 pub mod key;
 pub mod merge;
 pub mod pointer;

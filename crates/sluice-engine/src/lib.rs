@@ -29,6 +29,7 @@ pub use views::DocSnapshot;
 
 use serde::Serialize;
 use sluice_core::event::{CollectionSpec, Limits};
+use sluice_core::hex::encode as encode_hex;
 use sluice_core::{Config, Cursor, CursorError, Key, Version, codec};
 use sluice_store::{Bytes, ChangeRecords, Store, StoreError, StoreOptions};
 use std::fmt::Write as _;
@@ -988,23 +989,12 @@ fn stored_doc(spec: &CollectionSpec, bytes: &Bytes) -> Result<Option<StoredDoc>,
     }))
 }
 
-fn encode_hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
-}
-
+/// A page token back as a key: hex, and short (a token is input).
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || text.len() > 4096 {
+    if text.len() > 4096 {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok())
-        .collect()
+    sluice_core::hex::decode(text)
 }
 
 #[cfg(test)]

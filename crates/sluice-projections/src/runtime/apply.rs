@@ -63,11 +63,12 @@ pub(crate) struct Writes<'a> {
 /// A dependency's key as stored: the key's canonical text when the collection's keys
 /// parse it (`17` for `"17"` and 17 alike), else the text as the script gave it.
 pub(crate) fn dependency_key(engine: &Engine, read: &Read) -> Vec<u8> {
-    if let Ok(spec) = engine.collection(&read.collection) {
-        let segments: Vec<&str> = read.key.split('/').collect();
-        if let Ok(key) = Key::from_segments(&segments, spec.key.len()) {
-            return key.to_string().into_bytes();
-        }
+    let parsed = engine
+        .collection(&read.collection)
+        .ok()
+        .and_then(|spec| spec.key_from_text(&read.key).ok());
+    if let Some(key) = parsed {
+        return key.to_string().into_bytes();
     }
     read.key.clone().into_bytes()
 }

@@ -413,12 +413,9 @@ impl Runtime {
     }
 
     fn stored_script_hash(&self, view: &str) -> String {
-        self.engine
-            .store()
-            .get_view_progress(view, 0)
+        read_progress(&self.engine, view, 0)
             .ok()
             .flatten()
-            .and_then(|bytes| serde_json::from_slice::<StoredHash>(&bytes).ok())
             .map(|stored| stored.script_hash)
             .unwrap_or_default()
     }
@@ -844,7 +841,7 @@ impl Runtime {
         };
         let after = after
             .map(|token| {
-                worker::decode_hex(token)
+                sluice_core::hex::decode(token)
                     .ok_or_else(|| EngineError::Invalid(format!("invalid page token {token:?}")))
             })
             .transpose()?;
@@ -855,7 +852,7 @@ impl Runtime {
             .scan_view_errors(&view, after.as_deref(), limit)
             .map_err(EngineError::from)?;
         let next = (rows.len() == limit)
-            .then(|| rows.last().map(|(key, _)| worker::encode_hex(key)))
+            .then(|| rows.last().map(|(key, _)| sluice_core::hex::encode(key)))
             .flatten();
         let errors = rows
             .iter()
@@ -947,13 +944,9 @@ impl Runtime {
             .is_empty();
         for (partition, slot) in version.state.partitions.iter().enumerate() {
             // The stored record: committed with the cursor, so it agrees with the lag.
-            let progress = self
-                .engine
-                .store()
-                .get_view_progress(version.view(), partition as u16)
+            let progress = read_progress(&self.engine, version.view(), partition as u16)
                 .ok()
                 .flatten()
-                .and_then(|bytes| serde_json::from_slice::<StoredProgress>(&bytes).ok())
                 .map(|stored| stored.progress)
                 .unwrap_or_default();
             let failure = slot
@@ -1178,7 +1171,18 @@ pub(crate) struct StoredProgress {
     pub script_hash: String,
 }
 
-#[derive(Deserialize)]
-struct StoredHash {
-    script_hash: String,
+/// The progress record of `partition` of `view`, if it has one.
+pub(crate) fn read_progress(
+    engine: &Engine,
+    view: &str,
+    partition: u16,
+) -> Result<Option<StoredProgress>, EngineError> {
+    let Some(bytes) = engine.store().get_view_progress(view, partition)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|_| {
+        EngineError::Store(sluice_store::StoreError::Corrupt {
+            what: "projection progress",
+        })
+    })
 }

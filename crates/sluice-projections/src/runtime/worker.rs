@@ -26,6 +26,16 @@ const DEPENDENTS_PAGE: usize = 1_000;
 /// How often an idle worker checks that Redis still holds its partition.
 const REDIS_CHECK_MS: u64 = 1_000;
 
+/// Resolves after `REDIS_CHECK_MS` with a Redis target; never without one, so that an
+/// embedded projection's worker wakes only for records.
+async fn idle_check(redis: bool) {
+    if redis {
+        tokio::time::sleep(Duration::from_millis(REDIS_CHECK_MS)).await;
+    } else {
+        std::future::pending::<()>().await;
+    }
+}
+
 pub(crate) fn consumer_name(view: &str, partition: u16) -> String {
     format!("projection.{view}.p{partition}")
 }
@@ -91,9 +101,8 @@ impl SnapshotLookup {
             .engine
             .collection(collection)
             .map_err(|_| LookupError::UnknownCollection(collection.to_owned()))?;
-        let segments: Vec<&str> = key.split('/').collect();
         // A key the collection cannot have names no document.
-        let Ok(parsed) = Key::from_segments(&segments, spec.key.len()) else {
+        let Ok(parsed) = spec.key_from_text(key) else {
             return Ok(None);
         };
         let store_error = |message: String| LookupError::Store {
@@ -207,16 +216,11 @@ impl Worker {
     }
 
     fn load_progress(&self) -> Result<Progress, EngineError> {
-        match self
-            .engine
-            .store()
-            .get_view_progress(&self.version.view, self.partition)?
-        {
-            Some(bytes) => serde_json::from_slice::<StoredProgress>(&bytes)
+        Ok(
+            super::read_progress(&self.engine, &self.version.view, self.partition)?
                 .map(|stored| stored.progress)
-                .map_err(|_| corrupt("projection progress")),
-            None => Ok(Progress::default()),
-        }
+                .unwrap_or_default(),
+        )
     }
 
     fn follow(&self, projector: &mut dyn Projector) -> Result<Ended, EngineError> {
@@ -247,7 +251,7 @@ impl Worker {
             let after = progress
                 .after
                 .as_deref()
-                .map(|hex| decode_hex(hex).ok_or(corrupt("projection progress")))
+                .map(|hex| sluice_core::hex::decode(hex).ok_or(corrupt("projection progress")))
                 .transpose()?;
             let page = self.engine.store().scan_docs(
                 &self.source,
@@ -263,7 +267,7 @@ impl Worker {
                 }
             }
             progress.scanned += keys.len() as u64;
-            progress.after = page.last().map(|(key, _)| encode_hex(key));
+            progress.after = page.last().map(|(key, _)| sluice_core::hex::encode(key));
             if exhausted {
                 progress.live = true;
                 progress.after = None;
@@ -301,7 +305,7 @@ impl Worker {
                     batch = consumer.next_batch() => Some(Some(batch)),
                     _ = stop.wait_for(|stop| *stop) => None,
                     // Idle: check now and then that Redis still holds the projection.
-                    () = tokio::time::sleep(Duration::from_millis(REDIS_CHECK_MS)) => Some(None),
+                    () = idle_check(self.redis.is_some()) => Some(None),
                 }
             });
             let page = match next {
@@ -571,24 +575,4 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
-pub(crate) fn encode_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
-}
-
-pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
-        .collect()
 }

@@ -28,14 +28,15 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 fn parse_key(engine: &Engine, name: &str, path: &str) -> Result<Key, ApiError> {
-    let spec = engine.collection(name)?;
-    let segments: Vec<&str> = path.split('/').collect();
-    Key::from_segments(&segments, spec.key.len()).map_err(|error| {
-        ApiError::new(
-            ErrorKind::InvalidKey,
-            format!("{error}: give one path segment per key field"),
-        )
-    })
+    engine
+        .collection(name)?
+        .key_from_text(path)
+        .map_err(|error| {
+            ApiError::new(
+                ErrorKind::InvalidKey,
+                format!("{error}: give one path segment per key field"),
+            )
+        })
 }
 
 fn doc_json(key: &serde_json::Value, version: Option<Version>, doc: &[u8], out: &mut Vec<u8>) {
