@@ -1,10 +1,12 @@
 //! `sluice.toml`: the one config struct. Unknown keys are errors that name the key and
 //! the line (serde's `deny_unknown_fields` plus toml's positioned errors).
 
+mod indexes;
 mod nats;
 mod projections;
 mod snapshots;
 
+pub use indexes::{DEFAULT_LANE, FieldConfig, FieldType, IndexConfig, LaneConfig};
 pub use nats::{InboundConfig, NatsConfig, OutboundConfig, OutboundStart};
 pub use projections::{
     CALL_STACK_BYTES_LIMIT, ProjectionConfig, ProjectionRedisConfig, ProjectionTarget,
@@ -53,6 +55,9 @@ pub struct Config {
     /// Read models computed by small functions (`sluice-projections`).
     #[serde(default)]
     pub projections: Vec<ProjectionConfig>,
+    /// Live search indexes (`sluice-search`).
+    #[serde(default)]
+    pub indexes: Vec<IndexConfig>,
 }
 
 fn snapshots_on() -> Option<SnapshotsConfig> {
@@ -141,6 +146,10 @@ pub struct LimitsConfig {
     pub stream_heartbeat_ms: u64,
     /// Keys one `POST /v1/projections/{name}/get` may ask for.
     pub projection_get_keys_max: usize,
+    /// Hits one search may ask for (`limit`).
+    pub search_limit_max: usize,
+    /// How deep a search may page (`offset`).
+    pub search_offset_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -159,6 +168,8 @@ impl Default for LimitsConfig {
             streams_max: 256,
             stream_heartbeat_ms: 15_000,
             projection_get_keys_max: 1_000,
+            search_limit_max: 1_000,
+            search_offset_max: 10_000,
         }
     }
 }
@@ -371,6 +382,19 @@ impl Config {
                 problem(
                     format!("{at}.name"),
                     format!("projection {:?} is defined twice", projection.name),
+                );
+            }
+        }
+        let mut index_names = HashSet::new();
+        for (position, index) in self.indexes.iter().enumerate() {
+            let at = format!("indexes[{position}]");
+            for (field, message) in index.problems(&names) {
+                problem(format!("{at}.{field}"), message);
+            }
+            if !index_names.insert(index.name.as_str()) {
+                problem(
+                    format!("{at}.name"),
+                    format!("index {:?} is defined twice", index.name),
                 );
             }
         }

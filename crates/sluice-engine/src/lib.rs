@@ -620,7 +620,36 @@ impl Engine {
     /// the wait ended without any.
     pub async fn changes_with(
         &self,
+        after: Cursor,
+        limit: usize,
+        wait: Duration,
+        collections: Option<&[impl AsRef<str>]>,
+        visit: impl FnMut(ReadRecord<'_>),
+    ) -> Result<Cursor, EngineError> {
+        self.read_waiting(after, None, limit, wait, collections, visit)
+            .await
+    }
+
+    /// [`Engine::changes_with`] over one partition's records only: a read model that
+    /// keeps one consumer per partition (a search index's shard) reads its own. The
+    /// cursor's other offsets are neither checked nor moved.
+    pub async fn partition_changes_with(
+        &self,
+        partition: usize,
+        after: Cursor,
+        limit: usize,
+        wait: Duration,
+        collections: Option<&[impl AsRef<str>]>,
+        visit: impl FnMut(ReadRecord<'_>),
+    ) -> Result<Cursor, EngineError> {
+        self.read_waiting(after, Some(partition), limit, wait, collections, visit)
+            .await
+    }
+
+    async fn read_waiting(
+        &self,
         mut after: Cursor,
+        only: Option<usize>,
         limit: usize,
         wait: Duration,
         collections: Option<&[impl AsRef<str>]>,
@@ -638,7 +667,8 @@ impl Engine {
         let mut notified = self.shared().changes_notify.subscribe();
         loop {
             notified.borrow_and_update();
-            let (next, visited) = self.read_changes_with(&after, limit, prefixes, &mut visit)?;
+            let (next, visited) =
+                self.read_changes_with(&after, only, limit, prefixes, &mut visit)?;
             if visited > 0 || Instant::now() >= deadline {
                 return Ok(next);
             }
@@ -652,7 +682,7 @@ impl Engine {
                 Ok(Err(_)) => return Err(EngineError::Closed),
                 Err(_) => {
                     return Ok(self
-                        .read_changes_with(&after, limit, prefixes, &mut visit)?
+                        .read_changes_with(&after, only, limit, prefixes, &mut visit)?
                         .0);
                 }
             }
@@ -669,7 +699,7 @@ impl Engine {
     ) -> Result<ChangesPage, EngineError> {
         let mut page = ChangesPage::with_capacity(limit, after.clone());
         let (next, _) =
-            self.read_changes_with(after, limit, prefixes, &mut |read| page.push(read))?;
+            self.read_changes_with(after, None, limit, prefixes, &mut |read| page.push(read))?;
         page.next = next;
         Ok(page)
     }
@@ -680,6 +710,7 @@ impl Engine {
     fn read_changes_with(
         &self,
         after: &Cursor,
+        only: Option<usize>,
         limit: usize,
         prefixes: Option<&[Vec<u8>]>,
         visit: &mut impl FnMut(ReadRecord<'_>),
@@ -688,8 +719,12 @@ impl Engine {
         // Per partition: the offsets to read (`from..until`) and the chunks that hold them.
         let mut reads = Vec::with_capacity(shared.durable.len());
         for (partition, durable) in shared.durable.iter().enumerate() {
-            let until = durable.load(Ordering::Acquire);
             let from = after.offset(partition);
+            if only.is_some_and(|only| only != partition) {
+                reads.push((from, from, Vec::new()));
+                continue;
+            }
+            let until = durable.load(Ordering::Acquire);
             let oldest = shared.retained_from[partition].load(Ordering::Acquire);
             if from < oldest {
                 return Err(EngineError::CursorExpired {
