@@ -707,28 +707,43 @@ impl Runtime {
         }
     }
 
-    /// Waits until index `name` is searchable and every partition has read up to the head
-    /// taken now (tests and the CLI's rebuild progress use it).
-    pub fn caught_up(&self, name: &str) -> Result<bool, RuntimeError> {
-        let index = self.index(name)?;
-        if index.building().is_some() {
-            return Ok(false);
+    /// Waits until index `name` is searchable with everything durable now written and
+    /// committed (tests, and the CLI's rebuild progress through the status); `false` on
+    /// timeout.
+    pub async fn wait_caught_up(
+        &self,
+        name: &str,
+        timeout: std::time::Duration,
+    ) -> Result<bool, RuntimeError> {
+        let index = Arc::clone(self.index(name)?);
+        let target = self.engine.head();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if index.building().is_none()
+                && let Some(generation) = index.active()
+                && generation
+                    .progress
+                    .iter()
+                    .enumerate()
+                    .all(|(partition, p)| {
+                        p.live.load(Ordering::Acquire)
+                            && p.committed_offset.load(Ordering::Acquire)
+                                >= target.offset(partition)
+                    })
+            {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            // The workers publish progress in memory only: look again shortly.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let Some(generation) = index.active() else {
-            return Ok(false);
-        };
-        let head = self.engine.head();
-        Ok(generation
-            .progress
-            .iter()
-            .enumerate()
-            .all(|(partition, p)| {
-                p.live.load(Ordering::Acquire)
-                    && p.read_offset.load(Ordering::Acquire) >= head.offset(partition)
-                    && p.lane_pending
-                        .iter()
-                        .all(|pending| pending.load(Ordering::Acquire) == 0)
-            }))
+    }
+
+    /// The id of the generation searched now.
+    pub fn active_generation(&self, name: &str) -> Result<Option<String>, RuntimeError> {
+        Ok(self.index(name)?.active().map(|g| g.id.clone()))
     }
 }
 

@@ -164,10 +164,7 @@ impl Shard {
 
     /// Applies each write unless the shard holds a newer version of its key. Returns each
     /// write's outcome (in order) and the values that did not fit their fields.
-    pub fn write(
-        &self,
-        writes: &[Write],
-    ) -> Result<Written, ShardError> {
+    pub fn write(&self, writes: &[Write]) -> Result<Written, ShardError> {
         let searcher = self.searcher();
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut uncommitted = self

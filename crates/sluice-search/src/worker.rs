@@ -315,7 +315,13 @@ impl Worker {
                 READ_RECORDS_MAX,
                 wait,
                 Some(&source),
-                |record| records.push((record.offset, record.body.to_vec())),
+                |record| {
+                    // The record as consumers see it (with its cursor), which
+                    // `split_record` reads.
+                    let mut full = Vec::with_capacity(record.body.len() + 32);
+                    record.write_record(&mut full);
+                    records.push((record.offset, full));
+                },
             ));
             let next = match next {
                 Ok(next) => next,
