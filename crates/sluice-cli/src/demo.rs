@@ -84,6 +84,9 @@ fn print_banner(local: SocketAddr, data_dir: &std::path::Path, rate: u64) {
          curl -s '{base}/v1/changes?after=now&wait_ms=5000'\n  \
          curl -s {base}/v1/projections/doctor_profile/17   (the doctor with its locations and plans)\n  \
          curl -s {base}/v1/projections\n  \
+         curl -s {base}/v1/indexes/doctors/search -d '{{\"filter\": {{\"and\": [{{\"term\": {{\"specialty\": \"cardiology\"}}}}, {{\"term\": {{\"languages\": \"Spanish\"}}}}, {{\"term\": {{\"plans\": \"4\"}}}}, {{\"range\": {{\"next_slot\": {{\"lte\": \"2026-12-10T00:00:00Z\"}}}}}}, {{\"geo_distance\": {{\"field\": \"location\", \"lat\": 40.71, \"lon\": -74.0, \"radius_m\": 5000}}}}]}}, \"sort\": [{{\"rating\": \"desc\"}}], \"facets\": [\"languages\"], \"fields\": [\"name\", \"rating\", \"next_slot\"], \"limit\": 5}}'\n  \
+         curl -s '{base}/v1/indexes/doctors/autocomplete?field=name&prefix=an%20sm'\n  \
+         curl -s {base}/v1/indexes\n  \
          curl -s {base}/v1/collections/doctor/stats\n  \
          curl -s {base}/v1/collections/doctor/rejected\n  \
          curl -s {base}/metrics\n  \

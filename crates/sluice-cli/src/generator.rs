@@ -35,6 +35,7 @@ const SITES: &[&str] = &[
     "University",
     "Children's",
 ];
+const LANGUAGES: &[&str] = &["English", "Spanish", "Mandarin", "Polish", "Arabic"];
 const CITIES: &[&str] = &[
     "Chicago", "Boston", "Lagos", "Hanoi", "Madrid", "Warsaw", "Osaka", "Oslo",
 ];
@@ -199,7 +200,7 @@ impl Generator {
         event.insert("updated_at".into(), json!(version));
         let fields = 1 + self.rng.below(3);
         for _ in 0..fields {
-            let (name, value) = match self.rng.below(7) {
+            let (name, value) = match self.rng.below(10) {
                 0 => (
                     "name",
                     json!(format!("{} {}", self.rng.pick(FIRST), self.rng.pick(LAST))),
@@ -208,6 +209,28 @@ impl Generator {
                 2 => ("location_id", json!(self.rng.below(self.locations()))),
                 3 => ("accepting_patients", json!(self.rng.chance(70))),
                 4 => ("rating", json!((10 + self.rng.below(41)) as f64 / 10.0)),
+                7 => {
+                    let languages: Vec<&str> = LANGUAGES
+                        .iter()
+                        .copied()
+                        .filter(|_| self.rng.chance(35))
+                        .collect();
+                    ("languages", json!(languages))
+                }
+                // Around lower Manhattan, within about 15 km.
+                8 => (
+                    "geo",
+                    json!({"lat": 40.60 + self.rng.below(2_500) as f64 / 10_000.0,
+                           "lon": -74.10 + self.rng.below(2_500) as f64 / 10_000.0}),
+                ),
+                9 => (
+                    "next_slot",
+                    json!(format!(
+                        "2026-12-{:02}T{:02}:00:00Z",
+                        1 + self.rng.below(28),
+                        8 + self.rng.below(10)
+                    )),
+                ),
                 5 => (
                     "contact",
                     json!({"phone": format!("+1-312-555-{:04}", self.rng.below(10_000))}),

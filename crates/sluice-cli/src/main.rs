@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod documents;
 mod generator;
+mod indexes;
 mod ingest;
 mod projections;
 mod tokens;
@@ -108,6 +109,14 @@ enum Command {
         source: client::SourceArgs,
         #[command(subcommand)]
         command: projections::ProjectionsCommand,
+    },
+    /// Search indexes: list, search, autocomplete, errors, rebuild with a progress bar.
+    #[command(alias = "indexes")]
+    Index {
+        #[command(flatten)]
+        source: client::SourceArgs,
+        #[command(subcommand)]
+        command: indexes::IndexCommand,
     },
     /// Lists the subscriptions with their position and lag.
     Subscriptions {
@@ -346,6 +355,7 @@ fn run(command: Command, server: &client::ServerArgs) -> Result<()> {
         Command::Export { source, collection } => documents::export(&source, server, &collection),
         Command::Subscriptions { source } => documents::subscriptions(&source, server),
         Command::Projections { source, command } => projections::run(&source, server, command),
+        Command::Index { source, command } => indexes::run(&source, server, command),
         Command::Snapshot {
             source,
             collection,
@@ -574,12 +584,24 @@ pub(crate) async fn serve_with_connectors(
                 .context("starting the projections")?,
         )
     };
+    let search = if engine.config().indexes.is_empty() {
+        None
+    } else {
+        Some(
+            sluice_search::Runtime::start(engine.clone(), data_dir)
+                .map_err(anyhow::Error::msg)
+                .context("starting the search indexes")?,
+        )
+    };
     let plugins = sluice_server::Plugins {
         analytics: snapshots
             .map(|snapshots| std::sync::Arc::new(analytics::SnapshotApi(snapshots)) as _),
         projections: projections
             .clone()
             .map(|runtime| std::sync::Arc::new(projections::ProjectionsApi(runtime)) as _),
+        search: search
+            .clone()
+            .map(|runtime| std::sync::Arc::new(indexes::SearchApi(runtime)) as _),
     };
     if serving.options.auth_required && serving.tls.is_none() && !serving.options.insecure_no_auth {
         tracing::warn!(
@@ -603,6 +625,9 @@ pub(crate) async fn serve_with_connectors(
         tracing::warn!(%error, "Could not record when tokens were last used.");
     }
     if let Some(runtime) = projections {
+        let _ = tokio::task::spawn_blocking(move || runtime.shutdown()).await;
+    }
+    if let Some(runtime) = search {
         let _ = tokio::task::spawn_blocking(move || runtime.shutdown()).await;
     }
     if let Some(archiving) = archiving {

@@ -490,6 +490,26 @@ impl Runtime {
             let active = index.active();
             let building = index.building();
             let generation_status = |generation: &Arc<Generation>| {
+                // Read before the lanes: a worker publishes its lanes before its read
+                // position.
+                let behind: u64 = generation
+                    .progress
+                    .iter()
+                    .enumerate()
+                    .map(|(partition, p)| {
+                        head.offset(partition)
+                            .saturating_sub(p.read_offset.load(Ordering::Acquire))
+                    })
+                    .sum();
+                let uncommitted: u64 = generation
+                    .progress
+                    .iter()
+                    .enumerate()
+                    .map(|(partition, p)| {
+                        head.offset(partition)
+                            .saturating_sub(p.committed_offset.load(Ordering::Acquire))
+                    })
+                    .sum();
                 let mut lanes = Vec::with_capacity(index.lanes.len());
                 for (position, lane) in index.lanes.iter().enumerate() {
                     let pending: u64 = generation
@@ -517,15 +537,6 @@ impl Runtime {
                         "lag_s": oldest.map_or(0.0, |ms| now.saturating_sub(ms) as f64 / 1000.0),
                     }));
                 }
-                let behind: u64 = generation
-                    .progress
-                    .iter()
-                    .enumerate()
-                    .map(|(partition, p)| {
-                        head.offset(partition)
-                            .saturating_sub(p.read_offset.load(Ordering::Relaxed))
-                    })
-                    .sum();
                 let failures: Vec<String> = generation
                     .progress
                     .iter()
@@ -542,6 +553,7 @@ impl Runtime {
                     "documents": generation.shards.iter().map(|s| s.documents()).sum::<u64>(),
                     "scanned": generation.progress.iter().map(|p| p.scanned.load(Ordering::Relaxed)).sum::<u64>(),
                     "behind_records": behind,
+                    "uncommitted_records": uncommitted,
                     "segments": generation.shards.iter().map(|s| s.segments()).sum::<usize>(),
                     "last_commit_ms": generation.progress.iter().map(|p| p.last_commit_ms.load(Ordering::Relaxed)).max(),
                     "lanes": lanes,

@@ -121,6 +121,11 @@ impl IndexSchema {
         }
     }
 
+    /// The tantivy schema (a bare tantivy index of the same documents uses it).
+    pub fn tantivy_schema(&self) -> &Schema {
+        &self.schema
+    }
+
     pub fn field(&self, name: &str) -> Option<&FieldSpec> {
         self.fields.iter().find(|field| field.name == name)
     }

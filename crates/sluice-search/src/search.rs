@@ -133,7 +133,7 @@ fn select(schema: &IndexSchema, doc: &Value, fields: Option<&[String]>) -> Value
         if fields.is_some_and(|fields| !fields.contains(&spec.name)) {
             continue;
         }
-        if let Some(value) = spec.pointer.get(doc) {
+        if let Some(value) = spec.pointer.get(doc).filter(|value| !value.is_null()) {
             out.insert(spec.name.clone(), value.clone());
         }
     }

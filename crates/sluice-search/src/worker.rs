@@ -23,8 +23,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Documents per backfill page (one commit each).
+/// Documents per backfill page read from the store.
 const BACKFILL_PAGE_DOCS: usize = 1_000;
+/// A backfill commits after this many documents or this long: a commit makes a
+/// segment, and segments of a few hundred documents would only be merged again.
+const BACKFILL_COMMIT_DOCS: usize = 20_000;
+const BACKFILL_COMMIT_MS: u64 = 2_000;
 /// Change records read at once.
 const READ_RECORDS_MAX: usize = 4_000;
 /// Longest wait for new records, so that a stop is noticed.
@@ -236,6 +240,8 @@ impl Worker {
     fn backfill(&self, state: &mut ShardState) -> Result<Option<Ended>, WorkerError> {
         let partitions = self.engine.partitions();
         let source = &self.index.config.source;
+        let mut uncommitted = 0;
+        let mut last_commit = Instant::now();
         loop {
             if self.stopped() {
                 return Ok(Some(Ended::Stopped));
@@ -271,13 +277,21 @@ impl Worker {
             self.progress()
                 .scanned
                 .fetch_add(writes.len() as u64, Ordering::Relaxed);
+            uncommitted += writes.len();
             self.write(&writes, state)?;
             state.scan_after = page.last().map(|(key, _)| sluice_core::hex::encode(key));
             if exhausted {
                 state.live = true;
                 state.scan_after = None;
             }
-            self.commit(state)?;
+            if exhausted
+                || uncommitted >= BACKFILL_COMMIT_DOCS
+                || last_commit.elapsed() >= Duration::from_millis(BACKFILL_COMMIT_MS)
+            {
+                self.commit(state)?;
+                uncommitted = 0;
+                last_commit = Instant::now();
+            }
             if exhausted {
                 return Ok(None);
             }
@@ -374,6 +388,9 @@ impl Worker {
                 }
             }
             read = next.offset(self.partition);
+            // What waits is published before the new read position, so that a status
+            // showing nothing unread also shows what is still to be written.
+            self.publish_lanes(&pending, &lane_counts);
             self.progress().read_offset.store(read, Ordering::Release);
             // What is due: every document past its lane's delay, and every document of a
             // lane that reached its batch size.

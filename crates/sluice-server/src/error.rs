@@ -53,6 +53,9 @@ pub enum ErrorKind {
     ProjectionEntryNotFound,
     ProjectionNotReady,
     ProjectionScriptRefused,
+    UnknownIndex,
+    IndexNotReady,
+    InvalidQuery,
     Internal,
 }
 
@@ -102,6 +105,9 @@ impl ErrorKind {
         ErrorKind::ProjectionEntryNotFound,
         ErrorKind::ProjectionNotReady,
         ErrorKind::ProjectionScriptRefused,
+        ErrorKind::UnknownIndex,
+        ErrorKind::IndexNotReady,
+        ErrorKind::InvalidQuery,
         ErrorKind::Internal,
     ];
 
@@ -152,6 +158,9 @@ impl ErrorKind {
                 "projection_script_refused",
                 StatusCode::UNPROCESSABLE_ENTITY,
             ),
+            UnknownIndex => ("unknown_index", StatusCode::NOT_FOUND),
+            IndexNotReady => ("index_not_ready", StatusCode::SERVICE_UNAVAILABLE),
+            InvalidQuery => ("invalid_query", StatusCode::BAD_REQUEST),
             Internal => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }

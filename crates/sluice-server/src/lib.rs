@@ -10,12 +10,14 @@ mod metrics;
 pub mod openapi;
 pub mod projections;
 mod routes;
+pub mod search;
 mod serve;
 
 pub use analytics::Analytics;
 pub use auth::Rules;
 pub use error::{ApiError, ErrorKind};
 pub use projections::Projections;
+pub use search::Search;
 pub use serve::{Tls, TlsError, serve};
 
 use axum::Router;
@@ -80,6 +82,8 @@ pub(crate) struct AppState {
     pub analytics: Option<Arc<dyn Analytics>>,
     /// Projections, when the binary plugged them in.
     pub projections: Option<Arc<dyn Projections>>,
+    /// Search indexes, when the binary plugged them in.
+    pub search: Option<Arc<dyn Search>>,
     pub auth: Arc<auth::Auth>,
     pub metrics: Arc<metrics::HttpMetrics>,
     /// The OpenAPI spec, as served.
@@ -122,6 +126,7 @@ pub struct Plugins {
     /// SQL and snapshots.
     pub analytics: Option<Arc<dyn Analytics>>,
     pub projections: Option<Arc<dyn Projections>>,
+    pub search: Option<Arc<dyn Search>>,
 }
 
 /// The API for tests and embedding: auth as on loopback (on once a token exists).
@@ -168,6 +173,7 @@ pub(crate) fn build_router(
         engine,
         analytics: plugins.analytics,
         projections: plugins.projections,
+        search: plugins.search,
         auth: Arc::new(auth::Auth {
             rules,
             failures: auth::RateLimiter::new(

@@ -206,6 +206,122 @@ pub struct ProjectionReload {
     pub script_hash: String,
 }
 
+/// One lane of an index.
+#[derive(Serialize, ToSchema)]
+pub struct IndexLaneBody {
+    pub name: String,
+    pub max_delay_ms: u64,
+    pub batch_size: usize,
+    /// Documents waiting in this lane.
+    pub pending: u64,
+    /// Age of the oldest change waiting, in seconds.
+    pub lag_s: f64,
+}
+
+/// A generation of an index (its shards, one per partition).
+#[derive(Serialize, ToSchema)]
+pub struct IndexGenerationBody {
+    pub generation: String,
+    /// Every partition's backfill is done.
+    pub live: bool,
+    pub documents: u64,
+    /// Source documents the backfill wrote so far.
+    pub scanned: u64,
+    /// Change records not yet read.
+    pub behind_records: u64,
+    /// Change records after the oldest one not yet committed to the index (a slow
+    /// lane's waiting documents hold this back): what a restart reads again.
+    pub uncommitted_records: u64,
+    pub segments: usize,
+    pub last_commit_ms: Option<u64>,
+    pub lanes: Vec<IndexLaneBody>,
+    pub failures: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IndexBody {
+    pub name: String,
+    pub source: String,
+    /// `live`, `building` (nothing searchable yet), `rebuilding` or `stale` (the fields
+    /// changed; the old generation answers).
+    pub status: String,
+    /// Source values that did not fit their field.
+    pub errors: u64,
+    pub active: Option<IndexGenerationBody>,
+    pub building: Option<IndexGenerationBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IndexesList {
+    pub indexes: Vec<IndexBody>,
+}
+
+/// A search request (see the route's description for each member).
+#[derive(Serialize, ToSchema)]
+pub struct SearchRequestBody {
+    pub q: Option<String>,
+    /// `and` (default) or `or`.
+    pub q_operator: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub sort: Option<Value>,
+    pub facets: Option<Vec<String>>,
+    pub fields: Option<Vec<String>>,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SearchHit {
+    pub key: Value,
+    /// With relevance order.
+    pub score: Option<f32>,
+    /// With a geo sort or a geo_distance filter.
+    pub distance_m: Option<f64>,
+    /// The requested fields of the source document.
+    #[schema(value_type = Object)]
+    pub doc: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SearchAnswer {
+    /// Every matching document.
+    pub total: u64,
+    pub hits: Vec<SearchHit>,
+    /// Per requested facet: counts by value over every match (the 100 most frequent).
+    #[schema(value_type = Object)]
+    pub facets: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Suggestions {
+    pub suggestions: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IndexErrorBody {
+    pub seq: u64,
+    pub key: Value,
+    pub field: String,
+    pub message: String,
+    pub at_ms: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IndexErrors {
+    pub errors: Vec<IndexErrorBody>,
+    /// The `after` of the next page; null at the end.
+    pub next: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IndexRebuild {
+    pub index: String,
+    /// The generation being built.
+    pub building: String,
+}
+
 /// A role: `reader` < `writer` < `admin`.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

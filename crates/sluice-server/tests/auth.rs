@@ -71,9 +71,13 @@ fn concrete(method: &Method, path: &str, round: usize) -> (String, Option<String
         .replace("/v1/subscriptions/{name}", "/v1/subscriptions/doctor-feed")
         .replace("/v1/tokens/{name}", &format!("/v1/tokens/spare-{round}"))
         .replace("/v1/projections/{name}", "/v1/projections/profile")
+        .replace("/v1/indexes/{name}", "/v1/indexes/doctors")
         .replace("{key}", "17");
     if path == "/v1/changes" {
         uri.push_str("?limit=1000");
+    }
+    if path == "/v1/indexes/{name}/autocomplete" {
+        uri.push_str("?field=name&prefix=an");
     }
     let body = match (method.as_str(), path) {
         ("POST", "/v1/collections/{name}/events") => Some(format!(
@@ -85,6 +89,7 @@ fn concrete(method: &Method, path: &str, round: usize) -> (String, Option<String
         ("POST", "/v1/tokens") => Some(format!(r#"{{"name": "made-{round}", "role": "reader"}}"#)),
         ("POST", "/v1/sql") => Some(r#"{"sql": "SELECT 1"}"#.to_owned()),
         ("POST", "/v1/projections/{name}/get") => Some(r#"{"keys": ["17"]}"#.to_owned()),
+        ("POST", "/v1/indexes/{name}/search") => Some(r#"{"q": "ana"}"#.to_owned()),
         ("POST", "/v1/login") => Some(r#"{"token": "sluice_nope"}"#.to_owned()),
         _ => None,
     };

@@ -933,6 +933,7 @@ async fn sql_and_snapshot_routes_map_answers_and_errors() {
             sluice_server::Plugins {
                 analytics: Some(std::sync::Arc::new(ScriptedAnalytics)),
                 projections: None,
+                search: None,
             },
             sluice_server::ServerOptions::default(),
         ),

@@ -544,6 +544,7 @@ async fn reads_serve(args: &Args) -> Result<()> {
     let plugins = sluice_server::Plugins {
         analytics: None,
         projections: Some(Arc::new(ServedProjections(Arc::clone(&runtime)))),
+        search: None,
     };
     println!("serving on {}", listener.local_addr()?);
     sluice_server::serve(engine, plugins, listener, options, None, async {

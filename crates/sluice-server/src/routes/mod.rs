@@ -5,6 +5,7 @@
 pub mod changes;
 pub mod documents;
 pub mod events;
+pub mod indexes;
 pub mod ops;
 pub mod projections;
 pub mod session;
@@ -37,6 +38,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(tokens::routes())
         .merge(session::routes())
         .merge(projections::routes())
+        .merge(indexes::routes())
         .merge(ops::routes())
 }
 

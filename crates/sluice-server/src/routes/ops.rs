@@ -31,6 +31,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(projections) = &state.projections {
         projections.render_metrics(&mut text);
     }
+    if let Some(search) = &state.search {
+        search.render_metrics(&mut text);
+    }
     state.metrics.render(&mut text);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
