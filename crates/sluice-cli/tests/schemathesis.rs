@@ -54,6 +54,13 @@ ordering = "document"
 name = "profile"
 source = "doctor"
 script = "profile.js"
+
+[[indexes]]
+name = "doctors"
+source = "doctor"
+[indexes.fields]
+name = { type = "text", autocomplete = true }
+updated_at = { type = "integer" }
 "#;
 
 /// The projection: each doctor with the availability of its clinic.
@@ -79,6 +86,9 @@ values = ["seeded"]
 [dictionaries.projections]
 values = ["profile"]
 
+[dictionaries.indexes]
+values = ["doctors"]
+
 [dictionaries.sql]
 values = [
     "SELECT key, doc FROM doctor",
@@ -98,6 +108,10 @@ parameters = { "path.name" = { dictionary = "subscriptions", probability = 0.5 }
 [[operations]]
 include-path-regex = "^/v1/projections/"
 parameters = { "path.name" = { dictionary = "projections", probability = 0.8 }, "path.key" = { dictionary = "keys", probability = 0.7 } }
+
+[[operations]]
+include-path-regex = "^/v1/indexes/"
+parameters = { "path.name" = { dictionary = "indexes", probability = 0.8 } }
 
 [[operations]]
 include-path = "/v1/sql"
