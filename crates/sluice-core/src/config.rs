@@ -150,6 +150,8 @@ pub struct LimitsConfig {
     pub search_limit_max: usize,
     /// How deep a search may page (`offset`).
     pub search_offset_max: usize,
+    /// Searches (and autocompletes) running at once; more are answered 503.
+    pub searches_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -170,6 +172,7 @@ impl Default for LimitsConfig {
             projection_get_keys_max: 1_000,
             search_limit_max: 1_000,
             search_offset_max: 10_000,
+            searches_max: 32,
         }
     }
 }

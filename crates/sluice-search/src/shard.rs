@@ -220,6 +220,37 @@ impl Shard {
         Ok((outcomes, field_errors))
     }
 
+    /// Adds documents of a backfill scan: keys the shard has never held (a scan yields
+    /// each key once, after the scan position of the last commit, and what a crash took
+    /// back was never committed), so no version lookup and no delete are needed.
+    pub fn append_scanned(
+        &self,
+        writes: &[(String, u64, Vec<u8>)],
+    ) -> Result<Vec<(String, FieldError)>, ShardError> {
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut field_errors = Vec::new();
+        for (key, version, doc) in writes {
+            let document = match self.schema.document(key, *version, doc) {
+                Ok((document, errors)) => {
+                    field_errors.extend(errors.into_iter().map(|e| (key.clone(), e)));
+                    document
+                }
+                Err(error) => {
+                    field_errors.push((
+                        key.clone(),
+                        FieldError {
+                            field: String::new(),
+                            message: format!("the document is not JSON: {error}"),
+                        },
+                    ));
+                    continue;
+                }
+            };
+            writer.add_document(document)?;
+        }
+        Ok(field_errors)
+    }
+
     /// Commits every write so far with `state`, makes them searchable, then waits (up to
     /// [`MERGE_WAIT_MS_MAX`]) while merges bring the segments under `segments_max`.
     pub fn commit(&self, state: &ShardState) -> Result<(), ShardError> {

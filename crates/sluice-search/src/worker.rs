@@ -1,8 +1,9 @@
 //! One partition's index worker: a backfill scan of the source collection, then the
 //! partition's change log, with every change routed to a lane.
 //!
-//! A change waits in its lane at most half the lane's `max_delay_ms` after it was
-//! committed (the other half is for the index commit and the reader's reload), or until
+//! A change waits in its lane at most a quarter of the lane's `max_delay_ms` after it
+//! was committed (the rest is for the index commit, whose fsyncs take 35 to 120 ms on a
+//! shared disk, the reader's reload and scheduling on a busy machine), or until
 //! the lane holds `batch_size` documents. Waiting documents are kept by key with their
 //! newest state, so a document changed in two lanes is written once, by whichever lane
 //! is due first, with its newest state; a fast lane never waits behind a slow lane's
@@ -36,6 +37,8 @@ const IDLE_WAIT_MS: u64 = 1_000;
 /// A worker that read past its last commit (records of no consequence, or writes that
 /// were all current) records its position at most this often.
 const POSITION_COMMIT_MS: u64 = 1_000;
+/// The share of a lane's `max_delay_ms` a change waits for company before it is written.
+const WAIT_SHARE_PERCENT: u64 = 25;
 /// Retries of a write refused as stale, each from the source's current state.
 const STALE_RETRIES_MAX: usize = 8;
 
@@ -212,6 +215,15 @@ impl Worker {
         progress
             .stale_writes
             .fetch_add(stale as u64, Ordering::Relaxed);
+        self.record_field_errors(field_errors, state);
+        Ok(())
+    }
+
+    fn record_field_errors(
+        &self,
+        field_errors: Vec<(String, crate::schema::FieldError)>,
+        state: &mut ShardState,
+    ) {
         state.field_errors += field_errors.len() as u64;
         self.index.record_errors(
             field_errors
@@ -222,7 +234,6 @@ impl Worker {
                 })
                 .collect(),
         );
-        Ok(())
     }
 
     fn run_from(&self, state: &mut ShardState) -> Result<Ended, WorkerError> {
@@ -267,18 +278,18 @@ impl Worker {
                 let view = codec::decode_view(bytes)
                     .map_err(|_| WorkerError::Corrupt("document record"))?;
                 if let Some(doc) = view.doc {
-                    writes.push(Write::Upsert {
-                        key: key.to_json().to_string(),
-                        version: state.scan_version,
-                        doc: doc.into_owned(),
-                    });
+                    writes.push((key.to_json().to_string(), state.scan_version, doc.into_owned()));
                 }
             }
             self.progress()
                 .scanned
                 .fetch_add(writes.len() as u64, Ordering::Relaxed);
             uncommitted += writes.len();
-            self.write(&writes, state)?;
+            let field_errors = self.shard().append_scanned(&writes)?;
+            self.progress()
+                .writes
+                .fetch_add(writes.len() as u64, Ordering::Relaxed);
+            self.record_field_errors(field_errors, state);
             state.scan_after = page.last().map(|(key, _)| sluice_core::hex::encode(key));
             if exhausted {
                 state.live = true;
@@ -351,7 +362,9 @@ impl Worker {
                 } else {
                     route(&lanes, &change.changed)
                 };
-                let delay_ms = lanes.get(lane).map_or(0, |lane| lane.max_delay_ms / 2);
+                let delay_ms = lanes
+                    .get(lane)
+                    .map_or(0, |lane| lane.max_delay_ms * WAIT_SHARE_PERCENT / 100);
                 let due_in_ms = (change.ts_ms + delay_ms).saturating_sub(now_wall_ms);
                 let due = now + Duration::from_millis(due_in_ms);
                 match pending.get_mut(&change.key) {

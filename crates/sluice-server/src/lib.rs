@@ -73,6 +73,8 @@ pub(crate) struct AppState {
     pub ingest_permits: Arc<Semaphore>,
     pub stream_permits: Arc<Semaphore>,
     pub sql_permits: Arc<Semaphore>,
+    /// Searches and autocompletes running at once; more are answered 503.
+    pub search_permits: Arc<Semaphore>,
     /// Queries per token (by name; `anonymous` without auth).
     pub sql_rate: Arc<auth::RateLimiter<String>>,
     /// Turns true when the server shuts down: open event streams and long polls end,
@@ -165,6 +167,7 @@ pub(crate) fn build_router(
         ingest_permits: Arc::new(Semaphore::new(limits.ingest_requests_max.max(1))),
         stream_permits: Arc::new(Semaphore::new(limits.streams_max.max(1))),
         sql_permits: Arc::new(Semaphore::new(sql.queries_max.max(1))),
+        search_permits: Arc::new(Semaphore::new(limits.searches_max.max(1))),
         sql_rate: Arc::new(auth::RateLimiter::new(
             sql.queries_per_token_per_s.saturating_mul(2),
             sql.queries_per_token_per_s,

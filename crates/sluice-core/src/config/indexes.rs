@@ -267,3 +267,82 @@ impl IndexConfig {
         problems
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    const BASE: &str = "[[collections]]\nname = \"doctor\"\nkey = [\"/doctor_id\"]\n";
+
+    fn problems(index: &str) -> Vec<String> {
+        // Parsed without `from_toml`, which stops at the first problem.
+        let config: Config = toml::from_str(&format!("{BASE}{index}")).expect("parses");
+        config
+            .problems()
+            .into_iter()
+            .map(|problem| format!("{}: {}", problem.at, problem.message))
+            .collect()
+    }
+
+    #[test]
+    fn indexes_parse_with_defaults() {
+        let config = Config::from_toml(&format!(
+            "{BASE}[[indexes]]\nname = \"doctors\"\nsource = \"doctor\"\n[indexes.fields]\n\
+             name = {{ type = \"text\", autocomplete = true }}\nloc = {{ type = \"geo\", path = \"/geo\" }}\n"
+        ))
+        .expect("parses");
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        let index = &config.indexes[0];
+        let lanes = index.lanes();
+        assert_eq!(lanes.len(), 1);
+        assert_eq!(lanes[0].0, super::DEFAULT_LANE);
+        assert_eq!(index.fields["loc"].pointer("loc").as_str(), "/geo");
+        assert_eq!(index.fields["name"].pointer("name").as_str(), "/name");
+        assert_eq!((index.writer_memory_bytes, index.segments_max), (32 << 20, 32));
+    }
+
+    #[test]
+    fn every_index_problem_is_named() {
+        let one = "[[indexes]]\nname = \"i\"\nsource = \"doctor\"\n[indexes.fields]\nname = { type = \"text\" }\n";
+        assert!(problems(one).is_empty());
+        for (index, expected) in [
+            (one.replace("source = \"doctor\"", "source = \"nurse\""), "indexes[0].source"),
+            (one.replace("name = \"i\"", "name = \"a b\""), "indexes[0].name"),
+            (
+                one.replace("name = { type = \"text\" }", "_x = { type = \"text\" }"),
+                "indexes[0].fields._x",
+            ),
+            (
+                one.replace("{ type = \"text\" }", "{ type = \"keyword\", autocomplete = true }"),
+                "autocomplete needs type",
+            ),
+            (
+                one.replace("{ type = \"text\" }", "{ type = \"text\", path = \"name\" }"),
+                "starts with '/'",
+            ),
+            (
+                format!("{one}[indexes.lanes.high]\npaths = [\"/active\"]\n"),
+                "exactly one lane must have no paths",
+            ),
+            (
+                format!("{one}[indexes.lanes.low]\nmax_delay_ms = 0\n"),
+                "max_delay_ms must be",
+            ),
+            (
+                format!("{one}[indexes.lanes.low]\nbatch_size = 1000000\n"),
+                "batch_size must be",
+            ),
+            (
+                format!("{one}[indexes.lanes.low]\n[indexes.lanes.high]\npaths = [\"active\"]\n"),
+                "must be a JSON pointer",
+            ),
+            (format!("{one}{one}"), "defined twice"),
+        ] {
+            let found = problems(&index);
+            assert!(
+                found.iter().any(|problem| problem.contains(expected)),
+                "{index}: {found:?} should mention {expected:?}"
+            );
+        }
+    }
+}

@@ -34,6 +34,13 @@ fn runtime<'a>(state: &'a AppState, name: &str) -> Result<&'a Arc<dyn Search>, A
     })
 }
 
+/// One of `limits.searches_max`, or 503 with `Retry-After`.
+fn search_permit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    Arc::clone(&state.search_permits)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::new(ErrorKind::Overloaded, "too many searches running; retry shortly"))
+}
+
 /// Every index: its source, status (`live`, `building`, `rebuilding`, `stale`), field
 /// errors, and for the generation searched (and the one being built) documents, records
 /// behind, segments, last commit and each lane's waiting documents and lag.
@@ -83,9 +90,13 @@ async fn search(
         )
     })?;
     let runtime = Arc::clone(runtime(&state, &name)?);
+    let permit = search_permit(&state)?;
     // A search reads mapped index files and may count many documents: off the async
     // workers.
-    let answer = tokio::task::spawn_blocking(move || runtime.search(&name, &request))
+    let answer = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        runtime.search(&name, &request)
+    })
         .await
         .map_err(|error| ApiError::new(ErrorKind::Internal, error.to_string()))??;
     Ok(Json(answer).into_response())
@@ -121,7 +132,9 @@ async fn autocomplete(
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
     let runtime = Arc::clone(runtime(&state, &name)?);
+    let permit = search_permit(&state)?;
     let answer = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         runtime.autocomplete(
             &name,
             &params.field,
