@@ -151,6 +151,8 @@ impl Shard {
 
     /// The version the shard holds for `key` (a tombstone's too), committed or not.
     pub fn indexed_version(&self, key: &str) -> Result<Option<u64>, ShardError> {
+        // Under the writer's lock, as in `write`: no commit between the two looks.
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(version) = self
             .uncommitted
             .lock()
@@ -165,12 +167,15 @@ impl Shard {
     /// Applies each write unless the shard holds a newer version of its key. Returns each
     /// write's outcome (in order) and the values that did not fit their fields.
     pub fn write(&self, writes: &[Write]) -> Result<Written, ShardError> {
-        let searcher = self.searcher();
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut uncommitted = self
             .uncommitted
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // Taken under the writer's lock: a commit (which holds it) publishes its writes
+        // and forgets them from `uncommitted` at once, so a searcher taken before it
+        // would miss them and let an older write through.
+        let searcher = self.searcher();
         let mut outcomes = Vec::with_capacity(writes.len());
         let mut field_errors = Vec::new();
         for write in writes {

@@ -278,7 +278,11 @@ impl Worker {
                 let view = codec::decode_view(bytes)
                     .map_err(|_| WorkerError::Corrupt("document record"))?;
                 if let Some(doc) = view.doc {
-                    writes.push((key.to_json().to_string(), state.scan_version, doc.into_owned()));
+                    writes.push((
+                        key.to_json().to_string(),
+                        state.scan_version,
+                        doc.into_owned(),
+                    ));
                 }
             }
             self.progress()

@@ -249,7 +249,10 @@ async fn freshness(args: &Args) -> Result<()> {
                 }
             }
             if at.elapsed() > Duration::from_secs(30) {
-                bail!("a high-lane change was not searchable after 30 s: {}", runtime.list());
+                bail!(
+                    "a high-lane change was not searchable after 30 s: {}",
+                    runtime.list()
+                );
             }
             if ticker_due(&started, tick) {
                 break;

@@ -298,7 +298,10 @@ mod tests {
         assert_eq!(lanes[0].0, super::DEFAULT_LANE);
         assert_eq!(index.fields["loc"].pointer("loc").as_str(), "/geo");
         assert_eq!(index.fields["name"].pointer("name").as_str(), "/name");
-        assert_eq!((index.writer_memory_bytes, index.segments_max), (32 << 20, 32));
+        assert_eq!(
+            (index.writer_memory_bytes, index.segments_max),
+            (32 << 20, 32)
+        );
     }
 
     #[test]
@@ -306,18 +309,30 @@ mod tests {
         let one = "[[indexes]]\nname = \"i\"\nsource = \"doctor\"\n[indexes.fields]\nname = { type = \"text\" }\n";
         assert!(problems(one).is_empty());
         for (index, expected) in [
-            (one.replace("source = \"doctor\"", "source = \"nurse\""), "indexes[0].source"),
-            (one.replace("name = \"i\"", "name = \"a b\""), "indexes[0].name"),
+            (
+                one.replace("source = \"doctor\"", "source = \"nurse\""),
+                "indexes[0].source",
+            ),
+            (
+                one.replace("name = \"i\"", "name = \"a b\""),
+                "indexes[0].name",
+            ),
             (
                 one.replace("name = { type = \"text\" }", "_x = { type = \"text\" }"),
                 "indexes[0].fields._x",
             ),
             (
-                one.replace("{ type = \"text\" }", "{ type = \"keyword\", autocomplete = true }"),
+                one.replace(
+                    "{ type = \"text\" }",
+                    "{ type = \"keyword\", autocomplete = true }",
+                ),
                 "autocomplete needs type",
             ),
             (
-                one.replace("{ type = \"text\" }", "{ type = \"text\", path = \"name\" }"),
+                one.replace(
+                    "{ type = \"text\" }",
+                    "{ type = \"text\", path = \"name\" }",
+                ),
                 "starts with '/'",
             ),
             (

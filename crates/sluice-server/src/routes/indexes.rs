@@ -38,7 +38,12 @@ fn runtime<'a>(state: &'a AppState, name: &str) -> Result<&'a Arc<dyn Search>, A
 fn search_permit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     Arc::clone(&state.search_permits)
         .try_acquire_owned()
-        .map_err(|_| ApiError::new(ErrorKind::Overloaded, "too many searches running; retry shortly"))
+        .map_err(|_| {
+            ApiError::new(
+                ErrorKind::Overloaded,
+                "too many searches running; retry shortly",
+            )
+        })
 }
 
 /// Every index: its source, status (`live`, `building`, `rebuilding`, `stale`), field
@@ -97,8 +102,8 @@ async fn search(
         let _permit = permit;
         runtime.search(&name, &request)
     })
-        .await
-        .map_err(|error| ApiError::new(ErrorKind::Internal, error.to_string()))??;
+    .await
+    .map_err(|error| ApiError::new(ErrorKind::Internal, error.to_string()))??;
     Ok(Json(answer).into_response())
 }
 
