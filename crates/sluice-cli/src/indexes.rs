@@ -17,7 +17,9 @@ fn api_error(error: RuntimeError) -> SearchError {
         RuntimeError::UnknownIndex(_) => SearchErrorKind::UnknownIndex,
         RuntimeError::NotReady(_) => SearchErrorKind::NotReady,
         RuntimeError::Invalid(_) => SearchErrorKind::InvalidQuery,
-        RuntimeError::Shard(_) | RuntimeError::Io(_) => SearchErrorKind::Internal,
+        RuntimeError::Shard(_) | RuntimeError::Io(_) | RuntimeError::Engine(_) => {
+            SearchErrorKind::Internal
+        }
     };
     SearchError {
         kind,

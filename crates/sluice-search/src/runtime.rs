@@ -42,6 +42,8 @@ pub enum RuntimeError {
     Shard(#[from] ShardError),
     #[error("search index files: {0}")]
     Io(String),
+    #[error(transparent)]
+    Engine(#[from] sluice_engine::EngineError),
 }
 
 /// A source value that did not fit its field.
@@ -197,6 +199,26 @@ impl Runtime {
             limit_max: limits.search_limit_max,
             offset_max: limits.search_offset_max,
         });
+        // Positions of indexes no longer configured would hold retention forever.
+        if let Ok(names) = runtime.engine.consumer_names() {
+            let stale: Vec<String> = names
+                .into_iter()
+                .filter(|consumer| {
+                    consumer.strip_prefix("index.").is_some_and(|rest| {
+                        rest.split('.')
+                            .next()
+                            .is_some_and(|index| !runtime.indexes.contains_key(index))
+                    })
+                })
+                .collect();
+            if !stale.is_empty() {
+                runtime.engine.commit_batch(|batch| {
+                    for consumer in &stale {
+                        batch.remove_consumer(consumer);
+                    }
+                })?;
+            }
+        }
         for index in runtime.indexes.values() {
             runtime.open_index(index)?;
         }
@@ -225,6 +247,10 @@ impl Runtime {
             }
         }
         index.next_generation.store(highest + 1, Ordering::Relaxed);
+        let kept = active_id.clone();
+        forget_positions(&self.engine, &index.config.name, |generation| {
+            Some(generation) != kept.as_deref()
+        });
         if let Some(id) = active_id.filter(|id| index.root.join(id).is_dir()) {
             let schema_matches = id.ends_with(&index.fingerprint);
             let generation = self.open_generation(index, &id)?;
@@ -318,6 +344,7 @@ impl Runtime {
                     generation: Arc::clone(&generation),
                     partition,
                     runtime: Arc::downgrade(self),
+                    recorded: std::cell::Cell::new(None),
                 };
                 let thread = std::thread::Builder::new()
                     .name(format!("index-{}-p{partition}", index.config.name))
@@ -397,9 +424,13 @@ impl Runtime {
         tracing::info!(index = %index.config.name, generation = %candidate.id, "Index generation switched.");
         if let Some(old) = old {
             // The old generation's workers stop; its files go once no searcher maps them
-            // (on Linux removing mapped files is safe: the mappings stay valid).
+            // (on Linux removing mapped files is safe: the mappings stay valid), and so do
+            // the positions that held retention for it.
+            let engine = self.engine.clone();
+            let name = index.config.name.clone();
             std::thread::spawn(move || {
                 old.stop_and_join();
+                forget_positions(&engine, &name, |generation| generation == old.id);
                 let _ = std::fs::remove_dir_all(&old.dir);
             });
         }
@@ -756,6 +787,34 @@ impl Runtime {
     /// The id of the generation searched now.
     pub fn active_generation(&self, name: &str) -> Result<Option<String>, RuntimeError> {
         Ok(self.index(name)?.active().map(|g| g.id.clone()))
+    }
+}
+
+/// Removes the retention positions of index `name`'s generations that `gone` says are
+/// gone (a failure leaves them: retention then keeps more, nothing is lost).
+fn forget_positions(engine: &Engine, name: &str, gone: impl Fn(&str) -> bool) {
+    let prefix = format!("index.{name}.");
+    let Ok(names) = engine.consumer_names() else {
+        return;
+    };
+    let stale: Vec<String> = names
+        .into_iter()
+        .filter(|consumer| {
+            consumer
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.rsplit_once(".p"))
+                .is_some_and(|(generation, _)| gone(generation))
+        })
+        .collect();
+    if stale.is_empty() {
+        return;
+    }
+    if let Err(error) = engine.commit_batch(|batch| {
+        for consumer in &stale {
+            batch.remove_consumer(consumer);
+        }
+    }) {
+        tracing::warn!(index = name, %error, "Could not remove an old index generation's positions.");
     }
 }
 

@@ -39,8 +39,27 @@ const IDLE_WAIT_MS: u64 = 1_000;
 const POSITION_COMMIT_MS: u64 = 1_000;
 /// The share of a lane's `max_delay_ms` a change waits for company before it is written.
 const WAIT_SHARE_PERCENT: u64 = 25;
+/// How often a worker records its position for retention (each is a store commit).
+const POSITION_RECORD_MS: u64 = 10_000;
 /// Retries of a write refused as stale, each from the source's current state.
 const STALE_RETRIES_MAX: usize = 8;
+
+/// The engine consumer under which partition `partition` of generation `generation`
+/// records how far it has committed, so that retention keeps what it still needs. The
+/// shard's own commit is the record it resumes from; this one is a lower bound of it.
+pub(crate) fn consumer_name(index: &str, generation: &str, partition: usize) -> String {
+    format!("index.{index}.{generation}.p{partition}")
+}
+
+/// A single partition's position as a cursor: the other partitions at `u64::MAX`, since
+/// this consumer needs none of their records.
+fn partition_position(partitions: usize, partition: usize, offset: u64) -> Cursor {
+    let mut offsets = vec![u64::MAX; partitions];
+    if let Some(slot) = offsets.get_mut(partition) {
+        *slot = offset;
+    }
+    Cursor::from_offsets(offsets)
+}
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -137,6 +156,8 @@ pub(crate) struct Worker {
     pub generation: Arc<Generation>,
     pub partition: usize,
     pub runtime: Weak<Runtime>,
+    /// When the position was last recorded for retention, and what it was.
+    pub recorded: std::cell::Cell<Option<(Instant, u64)>>,
 }
 
 enum Ended {
@@ -194,9 +215,32 @@ impl Worker {
             .committed_offset
             .store(state.next_offset, Ordering::Release);
         progress.live.store(state.live, Ordering::Release);
+        self.record_position(state.next_offset)?;
         if let Some(runtime) = self.runtime.upgrade() {
             runtime.maybe_switch(&self.index);
         }
+        Ok(())
+    }
+
+    /// Records `next_offset` as this worker's engine consumer position, at most every
+    /// [`POSITION_RECORD_MS`]: retention removes no record a shard may read again. A
+    /// position recorded late is older than the shard's, which only keeps more.
+    fn record_position(&self, next_offset: u64) -> Result<(), WorkerError> {
+        let due = match self.recorded.get() {
+            None => true,
+            Some((at, offset)) => {
+                offset != next_offset && at.elapsed() >= Duration::from_millis(POSITION_RECORD_MS)
+            }
+        };
+        if !due {
+            return Ok(());
+        }
+        let partitions = usize::from(self.engine.partitions());
+        let name = consumer_name(&self.index.config.name, &self.generation.id, self.partition);
+        let position = partition_position(partitions, self.partition, next_offset).to_string();
+        self.engine
+            .commit_batch(|batch| batch.put_consumer(&name, position.as_bytes()))?;
+        self.recorded.set(Some((Instant::now(), next_offset)));
         Ok(())
     }
 

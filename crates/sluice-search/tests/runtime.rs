@@ -290,6 +290,87 @@ async fn restarts_resume_and_a_rebuild_swaps_while_searches_go_on() {
     runtime.shutdown();
 }
 
+/// The index's positions hold retention: with retention keeping nothing it need not,
+/// a restart still finds every record its shards have to read again, and a replaced
+/// generation's positions go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_what_an_index_will_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let lanes = r#"
+[indexes.lanes.high]
+paths = ["/active"]
+max_delay_ms = 400
+batch_size = 1000
+[indexes.lanes.low]
+max_delay_ms = 600000
+batch_size = 100000
+"#;
+    let text = config(lanes).replace(
+        "[engine]\npartitions = 3\n",
+        "[engine]\npartitions = 3\nchanges_kept_min_age_s = 0\nchanges_kept_min_records = 0\n",
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let engine = Engine::open(&config, &dir.path().join("data")).unwrap();
+    let runtime = Runtime::start(engine.clone(), &dir.path().join("data")).unwrap();
+    let doctors: Vec<Value> = (0..100)
+        .map(|id| json!({"doctor_id": id, "name": format!("d{id}"), "active": true}))
+        .collect();
+    post(&engine, &doctors).await;
+    caught_up(&runtime).await;
+    // Renames wait in the slow lane: every shard will read them again after a restart.
+    let renames: Vec<Value> = (0..100)
+        .map(|id| json!({"doctor_id": id, "name": format!("renamed{id}")}))
+        .collect();
+    post(&engine, &renames).await;
+    post(&engine, &[json!({"doctor_id": 5, "active": false})]).await;
+    let started = Instant::now();
+    while runtime
+        .search("doctors", &json!({"filter": {"term": {"active": false}}}))
+        .unwrap()["total"]
+        != 1
+    {
+        assert!(started.elapsed() < WAIT, "{}", runtime.list());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let generation = runtime.active_generation("doctors").unwrap().unwrap();
+    let names = engine.consumer_names().unwrap();
+    for partition in 0..3 {
+        let name = format!("index.doctors.{generation}.p{partition}");
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+    engine.enforce_retention().unwrap();
+    runtime.shutdown();
+    drop(runtime);
+    let runtime = Runtime::start(engine.clone(), &dir.path().join("data")).unwrap();
+    let started = Instant::now();
+    loop {
+        let status = runtime.list();
+        let active = &status[0]["active"];
+        assert_eq!(active["failures"], json!([]), "{status}");
+        if active["behind_records"] == 0 && active["lanes"][1]["pending"].as_u64() > Some(90) {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "{status}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A rebuild replaces the generation; the old one's positions go with it.
+    let building = runtime.rebuild("doctors").unwrap()["building"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    loop {
+        let names = engine.consumer_names().unwrap();
+        let old_gone = !names.iter().any(|name| name.contains(&generation));
+        if old_gone && names.iter().any(|name| name.contains(&building)) {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "{names:?} {}", runtime.list());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    runtime.shutdown();
+}
+
 fn shard(dir: &Path) -> Shard {
     let config: sluice_core::config::IndexConfig = serde_json::from_value(json!({
         "name": "doctors", "source": "doctor",
