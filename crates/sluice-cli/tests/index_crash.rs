@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::process::{Rng, Server, get_json, http, log_tail};
+use support::process::{Rng, Server, documents, get_json, http, log_tail};
 
 const ROUNDS: u64 = 20;
 const DOCTORS: u64 = 300;
@@ -94,27 +94,6 @@ fn client(address: SocketAddr, seed: u64, stop: &AtomicBool) {
     }
 }
 
-/// Every document of the collection, by key.
-fn documents(address: SocketAddr) -> BTreeMap<u64, Value> {
-    let mut out = BTreeMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let path = match &after {
-            Some(token) => format!("/v1/collections/doctor/docs?limit=1000&after={token}"),
-            None => "/v1/collections/doctor/docs?limit=1000".to_owned(),
-        };
-        let page = get_json(address, &path).unwrap_or_else(|error| panic!("{path}: {error}"));
-        for doc in page["docs"].as_array().into_iter().flatten() {
-            let key = doc["key"].as_u64().unwrap_or_else(|| panic!("key {doc}"));
-            out.insert(key, doc["doc"].clone());
-        }
-        match page["next"].as_str() {
-            Some(token) => after = Some(token.to_owned()),
-            None => return out,
-        }
-    }
-}
-
 /// Waits until the index is live with nothing behind and nothing waiting in a lane.
 fn caught_up(address: SocketAddr, log: &std::path::Path) -> Value {
     let started = Instant::now();
@@ -170,7 +149,10 @@ fn the_index_survives_sigkill_and_equals_the_documents() {
     }
     let server = Server::start(&config, &data, &log);
     let status = caught_up(server.address, &log);
-    let doctors = documents(server.address);
+    let doctors: BTreeMap<u64, Value> = documents(server.address, "doctor")
+        .into_iter()
+        .map(|(key, doc)| (key.parse().unwrap_or_else(|_| panic!("key {key}")), doc))
+        .collect();
     assert!(
         doctors.len() > 50,
         "only {} doctors were written",

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::process::{Rng, Server, get_json, http, log_tail};
+use support::process::{Rng, Server, documents, get_json, http, log_tail};
 
 const ROUNDS: u64 = 20;
 const PARTITIONS: u64 = 4;
@@ -134,30 +134,6 @@ fn client(address: SocketAddr, seed: u64, stop: &AtomicBool) {
                     return;
                 }
             }
-        }
-    }
-}
-
-/// Every document of `collection`, by key text.
-fn documents(address: SocketAddr, collection: &str) -> BTreeMap<String, Value> {
-    let mut out = BTreeMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let path = match &after {
-            Some(token) => format!("/v1/collections/{collection}/docs?limit=1000&after={token}"),
-            None => format!("/v1/collections/{collection}/docs?limit=1000"),
-        };
-        let page = get_json(address, &path).unwrap_or_else(|error| panic!("{path}: {error}"));
-        for doc in page["docs"].as_array().into_iter().flatten() {
-            let key = match &doc["key"] {
-                Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            out.insert(key, doc["doc"].clone());
-        }
-        match page["next"].as_str() {
-            Some(token) => after = Some(token.to_owned()),
-            None => return out,
         }
     }
 }

@@ -225,14 +225,19 @@ impl Collector for SearchCollector {
             for hit in fruit.hits {
                 top.push(hit);
             }
-            for (into, from) in merged.facets.iter_mut().zip(fruit.facets) {
-                for (value, count) in from {
-                    *into.entry(value).or_default() += count;
-                }
-            }
+            add_counts(&mut merged.facets, fruit.facets);
         }
         merged.hits = top.into_sorted();
         Ok(merged)
+    }
+}
+
+/// Adds facet counts (per facet, by value) into `into`.
+pub(crate) fn add_counts(into: &mut [HashMap<String, u64>], from: Vec<HashMap<String, u64>>) {
+    for (into, from) in into.iter_mut().zip(from) {
+        for (value, count) in from {
+            *into.entry(value).or_default() += count;
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use crate::shard::{Shard, ShardError};
 use crate::worker::{self, Lane};
 use serde::Serialize;
 use serde_json::{Value, json};
+use sluice_core::Cursor;
 use sluice_core::config::IndexConfig;
 use sluice_engine::Engine;
 use std::collections::{BTreeMap, VecDeque};
@@ -86,6 +87,57 @@ pub(crate) struct Generation {
 }
 
 impl Generation {
+    /// Records between each partition's head and the offset `read` picks, summed.
+    fn behind(&self, head: &Cursor, read: impl Fn(&ShardProgress) -> &AtomicU64) -> u64 {
+        self.progress
+            .iter()
+            .enumerate()
+            .map(|(partition, p)| {
+                head.offset(partition)
+                    .saturating_sub(read(p).load(Ordering::Acquire))
+            })
+            .sum()
+    }
+
+    /// A counter of every partition, summed.
+    fn total(&self, read: impl Fn(&ShardProgress) -> &AtomicU64) -> u64 {
+        self.progress
+            .iter()
+            .map(|p| read(p).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Lane `position`'s waiting documents and the age in seconds of its oldest change.
+    fn lane(&self, position: usize, now_ms: u64) -> (u64, f64) {
+        let pending = self
+            .progress
+            .iter()
+            .map(|p| {
+                p.lane_pending
+                    .get(position)
+                    .map_or(0, |a| a.load(Ordering::Relaxed))
+            })
+            .sum();
+        let oldest = self
+            .progress
+            .iter()
+            .filter_map(|p| {
+                let ms = p.lane_oldest_ms.get(position)?.load(Ordering::Relaxed);
+                (ms > 0).then_some(ms)
+            })
+            .min();
+        let lag_s = oldest.map_or(0.0, |ms| now_ms.saturating_sub(ms) as f64 / 1000.0);
+        (pending, lag_s)
+    }
+
+    fn documents(&self) -> u64 {
+        self.shards.iter().map(|s| s.documents()).sum()
+    }
+
+    fn segments(&self) -> usize {
+        self.shards.iter().map(|s| s.segments()).sum()
+    }
+
     fn stop_and_join(&self) {
         self.stop.store(true, Ordering::Release);
         let threads =
@@ -200,25 +252,9 @@ impl Runtime {
             offset_max: limits.search_offset_max,
         });
         // Positions of indexes no longer configured would hold retention forever.
-        if let Ok(names) = runtime.engine.consumer_names() {
-            let stale: Vec<String> = names
-                .into_iter()
-                .filter(|consumer| {
-                    consumer.strip_prefix("index.").is_some_and(|rest| {
-                        rest.split('.')
-                            .next()
-                            .is_some_and(|index| !runtime.indexes.contains_key(index))
-                    })
-                })
-                .collect();
-            if !stale.is_empty() {
-                runtime.engine.commit_batch(|batch| {
-                    for consumer in &stale {
-                        batch.remove_consumer(consumer);
-                    }
-                })?;
-            }
-        }
+        forget_positions(&runtime.engine, |index, _| {
+            !runtime.indexes.contains_key(index)
+        })?;
         for index in runtime.indexes.values() {
             runtime.open_index(index)?;
         }
@@ -247,10 +283,12 @@ impl Runtime {
             }
         }
         index.next_generation.store(highest + 1, Ordering::Relaxed);
-        let kept = active_id.clone();
-        forget_positions(&self.engine, &index.config.name, |generation| {
-            Some(generation) != kept.as_deref()
-        });
+        let name = index.config.name.as_str();
+        if let Err(error) = forget_positions(&self.engine, |index, generation| {
+            index == name && Some(generation) != active_id.as_deref()
+        }) {
+            tracing::warn!(index = name, %error, "Could not remove abandoned generations' positions.");
+        }
         if let Some(id) = active_id.filter(|id| index.root.join(id).is_dir()) {
             let schema_matches = id.ends_with(&index.fingerprint);
             let generation = self.open_generation(index, &id)?;
@@ -430,7 +468,11 @@ impl Runtime {
             let name = index.config.name.clone();
             std::thread::spawn(move || {
                 old.stop_and_join();
-                forget_positions(&engine, &name, |generation| generation == old.id);
+                if let Err(error) = forget_positions(&engine, |index, generation| {
+                    index == name && generation == old.id
+                }) {
+                    tracing::warn!(index = %name, %error, "Could not remove an old generation's positions.");
+                }
                 let _ = std::fs::remove_dir_all(&old.dir);
             });
         }
@@ -523,49 +565,17 @@ impl Runtime {
             let generation_status = |generation: &Arc<Generation>| {
                 // Read before the lanes: a worker publishes its lanes before its read
                 // position.
-                let behind: u64 = generation
-                    .progress
-                    .iter()
-                    .enumerate()
-                    .map(|(partition, p)| {
-                        head.offset(partition)
-                            .saturating_sub(p.read_offset.load(Ordering::Acquire))
-                    })
-                    .sum();
-                let uncommitted: u64 = generation
-                    .progress
-                    .iter()
-                    .enumerate()
-                    .map(|(partition, p)| {
-                        head.offset(partition)
-                            .saturating_sub(p.committed_offset.load(Ordering::Acquire))
-                    })
-                    .sum();
+                let behind = generation.behind(&head, |p| &p.read_offset);
+                let uncommitted = generation.behind(&head, |p| &p.committed_offset);
                 let mut lanes = Vec::with_capacity(index.lanes.len());
                 for (position, lane) in index.lanes.iter().enumerate() {
-                    let pending: u64 = generation
-                        .progress
-                        .iter()
-                        .map(|p| {
-                            p.lane_pending
-                                .get(position)
-                                .map_or(0, |a| a.load(Ordering::Relaxed))
-                        })
-                        .sum();
-                    let oldest = generation
-                        .progress
-                        .iter()
-                        .filter_map(|p| {
-                            let ms = p.lane_oldest_ms.get(position)?.load(Ordering::Relaxed);
-                            (ms > 0).then_some(ms)
-                        })
-                        .min();
+                    let (pending, lag_s) = generation.lane(position, now);
                     lanes.push(json!({
                         "name": lane.name,
                         "max_delay_ms": lane.max_delay_ms,
                         "batch_size": lane.batch_size,
                         "pending": pending,
-                        "lag_s": oldest.map_or(0.0, |ms| now.saturating_sub(ms) as f64 / 1000.0),
+                        "lag_s": lag_s,
                     }));
                 }
                 let failures: Vec<String> = generation
@@ -581,11 +591,11 @@ impl Runtime {
                 json!({
                     "generation": generation.id,
                     "live": generation.progress.iter().all(|p| p.live.load(Ordering::Relaxed)),
-                    "documents": generation.shards.iter().map(|s| s.documents()).sum::<u64>(),
-                    "scanned": generation.progress.iter().map(|p| p.scanned.load(Ordering::Relaxed)).sum::<u64>(),
+                    "documents": generation.documents(),
+                    "scanned": generation.total(|p| &p.scanned),
                     "behind_records": behind,
                     "uncommitted_records": uncommitted,
-                    "segments": generation.shards.iter().map(|s| s.segments()).sum::<usize>(),
+                    "segments": generation.segments(),
                     "last_commit_ms": generation.progress.iter().map(|p| p.last_commit_ms.load(Ordering::Relaxed)).max(),
                     "lanes": lanes,
                     "failures": failures,
@@ -622,37 +632,26 @@ impl Runtime {
             let Some(generation) = index.active().or_else(|| index.building()) else {
                 continue;
             };
-            let documents: u64 = generation.shards.iter().map(|s| s.documents()).sum();
+            let documents = generation.documents();
             let _ = writeln!(
                 out,
                 "sluice_index_documents{{index=\"{name}\"}} {documents}"
             );
-            let sum = |read: &dyn Fn(&ShardProgress) -> u64| -> u64 {
-                generation.progress.iter().map(|p| read(p)).sum()
-            };
-            let behind: u64 = generation
-                .progress
-                .iter()
-                .enumerate()
-                .map(|(partition, p)| {
-                    head.offset(partition)
-                        .saturating_sub(p.read_offset.load(Ordering::Relaxed))
-                })
-                .sum();
+            let behind = generation.behind(&head, |p| &p.read_offset);
             lines.push(format!(
                 "sluice_index_lag_records{{index=\"{name}\"}} {behind}"
             ));
             lines.push(format!(
                 "sluice_index_commits_total{{index=\"{name}\"}} {}",
-                sum(&|p| p.commits.load(Ordering::Relaxed))
+                generation.total(|p| &p.commits)
             ));
             lines.push(format!(
                 "sluice_index_writes_total{{index=\"{name}\"}} {}",
-                sum(&|p| p.writes.load(Ordering::Relaxed))
+                generation.total(|p| &p.writes)
             ));
             lines.push(format!(
                 "sluice_index_stale_writes_total{{index=\"{name}\"}} {}",
-                sum(&|p| p.stale_writes.load(Ordering::Relaxed))
+                generation.total(|p| &p.stale_writes)
             ));
             lines.push(format!(
                 "sluice_index_field_errors_total{{index=\"{name}\"}} {}",
@@ -660,31 +659,10 @@ impl Runtime {
             ));
             lines.push(format!(
                 "sluice_index_segments{{index=\"{name}\"}} {}",
-                generation
-                    .shards
-                    .iter()
-                    .map(|s| s.segments())
-                    .sum::<usize>()
+                generation.segments()
             ));
             for (position, lane) in index.lanes.iter().enumerate() {
-                let pending: u64 = generation
-                    .progress
-                    .iter()
-                    .map(|p| {
-                        p.lane_pending
-                            .get(position)
-                            .map_or(0, |a| a.load(Ordering::Relaxed))
-                    })
-                    .sum();
-                let oldest = generation
-                    .progress
-                    .iter()
-                    .filter_map(|p| {
-                        let ms = p.lane_oldest_ms.get(position)?.load(Ordering::Relaxed);
-                        (ms > 0).then_some(ms)
-                    })
-                    .min();
-                let lag_s = oldest.map_or(0.0, |ms| now.saturating_sub(ms) as f64 / 1000.0);
+                let (pending, lag_s) = generation.lane(position, now);
                 lines.push(format!(
                     "sluice_index_lane_pending{{index=\"{name}\",lane=\"{}\"}} {pending}",
                     lane.name
@@ -790,32 +768,29 @@ impl Runtime {
     }
 }
 
-/// Removes the retention positions of index `name`'s generations that `gone` says are
-/// gone (a failure leaves them: retention then keeps more, nothing is lost).
-fn forget_positions(engine: &Engine, name: &str, gone: impl Fn(&str) -> bool) {
-    let prefix = format!("index.{name}.");
-    let Ok(names) = engine.consumer_names() else {
-        return;
-    };
-    let stale: Vec<String> = names
+/// Removes the retention positions (see [`worker::consumer_name`]) of the generations
+/// `gone(index, generation)` picks. A failure leaves them: retention then keeps more,
+/// nothing is lost.
+fn forget_positions(
+    engine: &Engine,
+    gone: impl Fn(&str, &str) -> bool,
+) -> Result<(), sluice_engine::EngineError> {
+    let stale: Vec<String> = engine
+        .consumer_names()?
         .into_iter()
         .filter(|consumer| {
-            consumer
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.rsplit_once(".p"))
-                .is_some_and(|(generation, _)| gone(generation))
+            worker::parse_consumer_name(consumer)
+                .is_some_and(|(index, generation)| gone(index, generation))
         })
         .collect();
     if stale.is_empty() {
-        return;
+        return Ok(());
     }
-    if let Err(error) = engine.commit_batch(|batch| {
+    engine.commit_batch(|batch| {
         for consumer in &stale {
             batch.remove_consumer(consumer);
         }
-    }) {
-        tracing::warn!(index = name, %error, "Could not remove an old index generation's positions.");
-    }
+    })
 }
 
 fn generation_number(name: &str) -> Option<u64> {

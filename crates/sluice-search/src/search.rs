@@ -2,7 +2,7 @@
 //! best `offset + limit` hits from one searcher; the answer merges them and reads the
 //! page's documents from the same searchers.
 
-use crate::collect::{RankedHit, SearchCollector};
+use crate::collect::{self, RankedHit, SearchCollector};
 use crate::query;
 use crate::request::{Filter, SearchRequest, Sort};
 use crate::schema::IndexSchema;
@@ -65,11 +65,7 @@ pub fn search(
         let found = searcher.search(&*query, &collector)?;
         total += found.total;
         hits.extend(found.hits);
-        for (into, from) in facets.iter_mut().zip(found.facets) {
-            for (value, count) in from {
-                *into.entry(value).or_default() += count;
-            }
-        }
+        collect::add_counts(&mut facets, found.facets);
     }
     hits.sort_by(RankedHit::order);
     let mut out_hits = Vec::with_capacity(request.limit);

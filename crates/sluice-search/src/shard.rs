@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{Query, TermQuery};
 use tantivy::schema::IndexRecordOption;
-use tantivy::{DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TERMINATED, Term};
+use tantivy::{
+    DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TERMINATED, TantivyDocument,
+    Term,
+};
 
 /// What a shard's commit records beside its documents.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,15 +156,51 @@ impl Shard {
     pub fn indexed_version(&self, key: &str) -> Result<Option<u64>, ShardError> {
         // Under the writer's lock, as in `write`: no commit between the two looks.
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(version) = self
+        let uncommitted = self
             .uncommitted
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-        {
-            return Ok(Some(*version));
+            .unwrap_or_else(PoisonError::into_inner);
+        self.version_of(&uncommitted, &self.searcher(), key)
+    }
+
+    /// The version of `key` in the writes since the last commit, else in `searcher`.
+    fn version_of(
+        &self,
+        uncommitted: &HashMap<String, u64>,
+        searcher: &Searcher,
+        key: &str,
+    ) -> Result<Option<u64>, ShardError> {
+        match uncommitted.get(key) {
+            Some(version) => Ok(Some(*version)),
+            None => committed_version(searcher, &self.schema, key),
         }
-        committed_version(&self.searcher(), &self.schema, key)
+    }
+
+    /// The search document of `doc`, its misfit values added to `field_errors`; `None`
+    /// (and an error) when `doc` is not JSON.
+    fn document(
+        &self,
+        key: &str,
+        version: u64,
+        doc: &[u8],
+        field_errors: &mut Vec<(String, FieldError)>,
+    ) -> Option<TantivyDocument> {
+        match self.schema.document(key, version, doc) {
+            Ok((document, errors)) => {
+                field_errors.extend(errors.into_iter().map(|e| (key.to_owned(), e)));
+                Some(document)
+            }
+            Err(error) => {
+                field_errors.push((
+                    key.to_owned(),
+                    FieldError {
+                        field: String::new(),
+                        message: format!("the document is not JSON: {error}"),
+                    },
+                ));
+                None
+            }
+        }
     }
 
     /// Applies each write unless the shard holds a newer version of its key. Returns each
@@ -181,10 +220,7 @@ impl Shard {
         for write in writes {
             let key = write.key();
             let version = write.version();
-            let indexed = match uncommitted.get(key) {
-                Some(version) => Some(*version),
-                None => committed_version(&searcher, &self.schema, key)?,
-            };
+            let indexed = self.version_of(&uncommitted, &searcher, key)?;
             match indexed {
                 Some(indexed) if indexed > version => {
                     outcomes.push(Outcome::Stale { indexed });
@@ -197,24 +233,11 @@ impl Shard {
                 _ => {}
             }
             let document = match write {
-                Write::Upsert { doc, .. } => match self.schema.document(key, version, doc) {
-                    Ok((document, errors)) => {
-                        field_errors.extend(errors.into_iter().map(|e| (key.to_owned(), e)));
-                        document
-                    }
-                    Err(error) => {
-                        // A change record's document is JSON the engine wrote; keep the
-                        // key findable by its version at least.
-                        field_errors.push((
-                            key.to_owned(),
-                            FieldError {
-                                field: String::new(),
-                                message: format!("the document is not JSON: {error}"),
-                            },
-                        ));
-                        self.schema.tombstone(key, version)
-                    }
-                },
+                // A change record's document is JSON the engine wrote; should one not be,
+                // the key keeps its version at least.
+                Write::Upsert { doc, .. } => self
+                    .document(key, version, doc, &mut field_errors)
+                    .unwrap_or_else(|| self.schema.tombstone(key, version)),
                 Write::Delete { .. } => self.schema.tombstone(key, version),
             };
             writer.delete_term(self.schema.key_term(key));
@@ -235,23 +258,9 @@ impl Shard {
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut field_errors = Vec::new();
         for (key, version, doc) in writes {
-            let document = match self.schema.document(key, *version, doc) {
-                Ok((document, errors)) => {
-                    field_errors.extend(errors.into_iter().map(|e| (key.clone(), e)));
-                    document
-                }
-                Err(error) => {
-                    field_errors.push((
-                        key.clone(),
-                        FieldError {
-                            field: String::new(),
-                            message: format!("the document is not JSON: {error}"),
-                        },
-                    ));
-                    continue;
-                }
-            };
-            writer.add_document(document)?;
+            if let Some(document) = self.document(key, *version, doc, &mut field_errors) {
+                writer.add_document(document)?;
+            }
         }
         Ok(field_errors)
     }

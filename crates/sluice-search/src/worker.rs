@@ -51,6 +51,13 @@ pub(crate) fn consumer_name(index: &str, generation: &str, partition: usize) -> 
     format!("index.{index}.{generation}.p{partition}")
 }
 
+/// The index and generation of a name [`consumer_name`] made; `None` for any other
+/// consumer. Index names and generation ids have no dots.
+pub(crate) fn parse_consumer_name(name: &str) -> Option<(&str, &str)> {
+    let (index_and_generation, _) = name.strip_prefix("index.")?.rsplit_once(".p")?;
+    index_and_generation.split_once('.')
+}
+
 /// A single partition's position as a cursor: the other partitions at `u64::MAX`, since
 /// this consumer needs none of their records.
 fn partition_position(partitions: usize, partition: usize, offset: u64) -> Cursor {
@@ -450,8 +457,10 @@ impl Worker {
             }
             read = next.offset(self.partition);
             // What waits is published before the new read position, so that a status
-            // showing nothing unread also shows what is still to be written.
-            self.publish_lanes(&pending, &lane_counts);
+            // showing nothing unread also shows what is still to be written (the ages of
+            // the oldest, a walk over everything waiting, once per round, after the
+            // writes).
+            self.publish_counts(&lane_counts);
             self.progress().read_offset.store(read, Ordering::Release);
             // What is due: every document past its lane's delay, and every document of a
             // lane that reached its batch size.
@@ -505,7 +514,18 @@ impl Worker {
         }
     }
 
+    fn publish_counts(&self, lane_counts: &[usize]) {
+        let progress = self.progress();
+        for (lane, count) in lane_counts.iter().enumerate() {
+            if let Some(slot) = progress.lane_pending.get(lane) {
+                slot.store(*count as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Each lane's waiting documents and the commit time of its oldest change.
     fn publish_lanes(&self, pending: &HashMap<String, Pending>, lane_counts: &[usize]) {
+        self.publish_counts(lane_counts);
         let progress = self.progress();
         let mut oldest = vec![0u64; lane_counts.len()];
         if pending.len() <= 100_000 {
@@ -517,13 +537,8 @@ impl Worker {
                 }
             }
         }
-        for (lane, count) in lane_counts.iter().enumerate() {
-            if let Some(slot) = progress.lane_pending.get(lane) {
-                slot.store(*count as u64, Ordering::Relaxed);
-            }
-            if let Some(slot) = progress.lane_oldest_ms.get(lane) {
-                slot.store(oldest[lane], Ordering::Relaxed);
-            }
+        for (slot, oldest) in progress.lane_oldest_ms.iter().zip(oldest) {
+            slot.store(oldest, Ordering::Relaxed);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The real `sluice` process for tests: start it, talk HTTP to it, SIGKILL it.
 
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -136,6 +137,30 @@ pub fn parse_response(bytes: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
         ));
     }
     Ok((status, body.to_vec()))
+}
+
+/// Every document of `collection`, by key text.
+pub fn documents(address: SocketAddr, collection: &str) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(token) => format!("/v1/collections/{collection}/docs?limit=1000&after={token}"),
+            None => format!("/v1/collections/{collection}/docs?limit=1000"),
+        };
+        let page = get_json(address, &path).unwrap_or_else(|error| panic!("{path}: {error}"));
+        for doc in page["docs"].as_array().into_iter().flatten() {
+            let key = match &doc["key"] {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            out.insert(key, doc["doc"].clone());
+        }
+        match page["next"].as_str() {
+            Some(token) => after = Some(token.to_owned()),
+            None => return out,
+        }
+    }
 }
 
 pub fn get_json(address: SocketAddr, path: &str) -> Result<Value, String> {
